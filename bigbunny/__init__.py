@@ -1,0 +1,1 @@
+"""Big Bunny (bbd): shared core — config, store IDs, wire codec, errors, client and CLI."""

@@ -1,0 +1,346 @@
+"""Daemon configuration: flag values + environment → a validated, immutable :class:`Config` (SPEC §8, §14).
+
+``build_config`` is the single place where start-up policy lives (env fallbacks, dev-mode defaults,
+production guardrails, key parsing, peers). Every refusal is a :class:`ConfigError` whose text is the
+exact one-line fatal message of SPEC §8, so the CLI only prints ``str(err)`` to stderr and exits 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass, field
+from typing import Any
+
+from bigbunny.durations import format_duration
+from bigbunny.storeid import KEY_ID_RE, SITE_RE, KeySet
+
+__all__ = ["ConfigError", "Config", "Peer", "build_config", "parse_peers", "parse_store_keys"]
+
+log = logging.getLogger("bbd.config")
+
+ENV_STORE_KEYS = "SERIALD_STORE_KEYS"
+ENV_STORE_KEY_CURRENT = "SERIALD_STORE_KEY_CURRENT"
+ENV_ROUTING_SECRET = "SERIALD_ROUTING_SECRET"
+ENV_INTERNAL_TOKEN = "SERIALD_INTERNAL_TOKEN"
+
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(Exception):
+    """A fatal start-up error; ``str()`` is exactly the message the daemon prints before exiting 1."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The other node: its host ID and its inter-node ``host:port``."""
+
+    id: str
+    address: str
+
+
+def _default_shards() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated daemon settings. Defaults are SPEC §8's (durations in seconds) with the public dev keys.
+
+    Secrets are excluded from ``repr`` so a logged Config never leaks them; use :meth:`summary` for logs.
+    """
+
+    host_id: str = "host1"
+    site: str = "local"
+    uds: str = "/tmp/bbd.sock"
+    tcp: str = ":8080"
+    peers: tuple[Peer, ...] = ()
+    memory_limit: int = 0
+    customer_memory_quota: int = 0
+    keys: KeySet = field(default_factory=KeySet.dev)
+    routing_secret: bytes = field(default=b"dev", repr=False)
+    internal_token: str = field(default="", repr=False)
+    dev: bool = False
+    rate_limit: float = 100.0
+    burst_size: int = 200
+    tombstone_customer_limit: int = 0
+    tombstone_global_limit: int = 0
+    disable_site_verification: bool = False
+    http_read_timeout: float = 30.0
+    http_read_header_timeout: float = 10.0
+    http_write_timeout: float = 30.0
+    http_idle_timeout: float = 120.0
+    http_max_header_bytes: int = 1_048_576
+    shards: int = field(default_factory=_default_shards)
+    lock_timeout: float = 0.5
+    max_store_size: int = 2048
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @property
+    def verify_site(self) -> bool:
+        """Whether the site takes part in store-ID key derivation and inter-node checks."""
+        return not self.disable_site_verification
+
+    def summary(self) -> str:
+        """One line for the start-up log. Shows key *ids* only; never key bytes, the secret or the token."""
+
+        def dur(seconds: float) -> str:
+            return format_duration(round(seconds * 1e9))
+
+        peers = ",".join(p.address if p.id == p.address else f"{p.id}@{p.address}" for p in self.peers) or "-"
+        parts = [
+            f"host_id={self.host_id}",
+            f"site={self.site}",
+            f"uds={self.uds}",
+            f"tcp={self.tcp}",
+            f"peers={peers}",
+            f"dev={str(self.dev).lower()}",
+            f"site_verification={'off' if self.disable_site_verification else 'on'}",
+            f"keys={','.join(sorted(self.keys.keys))}",
+            f"current_key={self.keys.current}",
+            f"routing_secret={'set' if self.routing_secret else 'empty'}",
+            f"internal_token={'set' if self.internal_token else 'empty'}",
+            f"shards={self.shards}",
+            f"memory_limit={self.memory_limit}",
+            f"customer_memory_quota={self.customer_memory_quota}",
+            f"rate_limit={self.rate_limit:g}",
+            f"burst_size={self.burst_size}",
+            f"tombstone_limits={self.tombstone_customer_limit}/{self.tombstone_global_limit}",
+            f"lock_timeout={dur(self.lock_timeout)}",
+            f"max_store_size={self.max_store_size}",
+            f"http_timeouts=read:{dur(self.http_read_timeout)},header:{dur(self.http_read_header_timeout)},"
+            f"write:{dur(self.http_write_timeout)},idle:{dur(self.http_idle_timeout)}",
+            f"http_max_header_bytes={self.http_max_header_bytes}",
+            f"log={self.log_level}/{self.log_format}",
+        ]
+        return " ".join(parts)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+_GO_ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t": r"\t", "\v": r"\v"}
+
+
+def _q(s: str) -> str:
+    """Quote like Go's ``%q`` (the reference's messages use it): printable text verbatim, the rest escaped."""
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif 0xDC80 <= o <= 0xDCFF:  # undecodable argv byte (surrogateescape) → Go's \xNN for bad UTF-8
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        elif ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\x{o:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _go_rune(b: int) -> str:
+    """Go's ``%#U`` of a byte value, as in ``encoding/hex: invalid byte: U+0067 'g'``."""
+    ch = chr(b)
+    return f"U+{b:04X} '{ch}'" if ch.isprintable() else f"U+{b:04X}"
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _decode_hex(text: str) -> bytes:
+    """Decode hex like Go's ``hex.DecodeString`` (no whitespace, either case), with Go's error texts."""
+    src = text.encode("utf-8", "surrogateescape")
+    j = 1
+    while j < len(src):
+        for b in (src[j - 1], src[j]):
+            if b not in _HEX:
+                raise ValueError(f"encoding/hex: invalid byte: {_go_rune(b)}")
+        j += 2
+    if len(src) % 2 == 1:
+        if src[j - 1] not in _HEX:
+            raise ValueError(f"encoding/hex: invalid byte: {_go_rune(src[j - 1])}")
+        raise ValueError("encoding/hex: odd length hex string")
+    return bytes.fromhex(src.decode("ascii"))
+
+
+def parse_store_keys(spec: str, current: str = "") -> KeySet:
+    """Parse ``id:hex,…`` (SPEC §4.2) into a KeySet; ConfigError with the §8 message on the first problem.
+
+    Entries are trimmed and empty ones skipped; later duplicates win. The current key is ``current``
+    (trimmed, must exist) or else the lexicographically greatest id.
+    """
+    prefix = "failed to parse store keys: "
+    keys: dict[str, bytes] = {}
+    for raw in spec.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        key_id, sep, hex_key = entry.partition(":")
+        if not sep:
+            raise ConfigError(f"{prefix}invalid key format: {_q(entry)} (expected 'id:hexkey')")
+        if KEY_ID_RE.fullmatch(key_id) is None:
+            raise ConfigError(f"{prefix}invalid key ID: {_q(key_id)} (must be 1-16 chars: 0-9, a-z, _, -)")
+        try:
+            key = _decode_hex(hex_key)
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}invalid hex key for ID {_q(key_id)}: {exc}") from None
+        if len(key) != 32:
+            raise ConfigError(f"{prefix}key {_q(key_id)} has invalid length {len(key)} bytes, expected 32")
+        keys[key_id] = key
+    if not keys:
+        raise ConfigError(f"{prefix}no valid keys parsed")
+    return KeySet(keys, _current_key(keys, current))
+
+
+def _current_key(keys: Mapping[str, bytes], current: str) -> str:
+    prefix = "failed to parse store keys: "
+    current = current.strip()
+    if not current:
+        return max(keys)  # ids are ASCII, so str order is byte order ("b" > "a" > "10")
+    if KEY_ID_RE.fullmatch(current) is None:
+        raise ConfigError(f"{prefix}invalid current key ID: {_q(current)}")
+    if current not in keys:
+        raise ConfigError(f"{prefix}current key ID {_q(current)} not found in key set")
+    return current
+
+
+def parse_peers(spec: str | Iterable[str]) -> tuple[Peer, ...]:
+    """Parse ``id@host:port`` / ``host:port`` entries (comma lists); malformed ones are skipped with a warning."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    peers: list[Peer] = []
+    for item in items:
+        for raw in item.split(","):
+            entry = raw.strip()
+            if not entry:
+                continue
+            if "@" in entry:
+                peer_id, _, address = entry.partition("@")
+                if not peer_id or not address:
+                    log.warning("malformed peer %s (empty id or address), skipping", _q(entry))
+                    continue
+            else:
+                peer_id = address = entry
+            peers.append(Peer(peer_id, address))
+    return tuple(peers)
+
+
+def _production_error(flag: str, env: str) -> ConfigError:
+    return ConfigError(f"production mode requires --{flag} or {env} (use --dev for dev mode)")
+
+
+# --- the builder -------------------------------------------------------------------------------
+def build_config(opts: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """Turn parsed flag values (missing/None = default) and the environment into a Config.
+
+    Fatal problems raise ConfigError in SPEC §8's order, then the §14 additions (site, peers, ...).
+    """
+
+    def opt(name: str) -> Any:
+        value = opts.get(name)
+        if value is not None:
+            return value
+        f = Config.__dataclass_fields__[name]
+        return f.default if f.default_factory is MISSING else f.default_factory()
+
+    def text(name: str, env_name: str) -> str:
+        value = opts.get(name)
+        value = "" if value is None else str(value)
+        return value if value else env.get(env_name, "")
+
+    dev = bool(opts.get("dev") or False)
+    store_keys = text("store_keys", ENV_STORE_KEYS)
+    key_current = text("store_key_current", ENV_STORE_KEY_CURRENT)
+    secret = text("routing_secret", ENV_ROUTING_SECRET)
+    token = text("internal_token", ENV_INTERNAL_TOKEN)
+    dev_keys = store_keys.strip() == "dev" or (dev and not store_keys)
+
+    # 1. production guardrails (lifted by --dev, and by --store-keys=dev except for the secret, below)
+    if not dev and not store_keys:
+        raise _production_error("store-keys", ENV_STORE_KEYS)
+    if not dev and not dev_keys:
+        if not secret:
+            raise _production_error("routing-secret", ENV_ROUTING_SECRET)
+        if not token:
+            raise _production_error("internal-token", ENV_INTERNAL_TOKEN)
+
+    # 2. keys
+    if dev_keys:
+        dev_set = KeySet.dev()
+        keys = KeySet(dev_set.keys, _current_key(dev_set.keys, key_current))
+    else:
+        keys = parse_store_keys(store_keys, key_current)
+
+    # 3. routing secret: --dev defaults it, dev keys alone do not
+    if not secret:
+        if not dev:
+            raise ConfigError("routing secret required: use --routing-secret or --dev")
+        secret = "dev"
+    if not token:
+        log.warning("internal token is empty: inter-node messages are unauthenticated (dev only)")
+
+    # 4. §14 additions: identity, site (§13 #19), peers, engine limits
+    host_id = str(opt("host_id"))
+    if not host_id:
+        raise ConfigError("host ID must not be empty (--host-id)")
+    site = str(opt("site"))
+    if SITE_RE.fullmatch(site) is None:
+        raise ConfigError(f"invalid site {_q(site)} (must match ^[a-z0-9-]{{1,16}}$)")
+    peers = parse_peers(opt("peers") or "")
+    if len(peers) > 1:
+        raise ConfigError(f"only one peer is supported (got {len(peers)})")
+    shards = int(opt("shards"))
+    if shards < 1:
+        raise ConfigError(f"invalid shard count {shards} (--shards must be at least 1)")
+    lock_timeout = float(opt("lock_timeout"))
+    if not lock_timeout > 0:
+        raise ConfigError(f"invalid lock timeout {format_duration(round(lock_timeout * 1e9))} (must be > 0)")
+    max_store_size = int(opt("max_store_size"))
+    if max_store_size < 1:
+        raise ConfigError(f"invalid max store size {max_store_size} (must be at least 1)")
+    log_level = str(opt("log_level")).lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"invalid log level {_q(log_level)} (must be one of {', '.join(LOG_LEVELS)})")
+    log_format = str(opt("log_format")).lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"invalid log format {_q(log_format)} (must be one of {', '.join(LOG_FORMATS)})")
+
+    disable_site_verification = bool(opt("disable_site_verification"))
+    if disable_site_verification:
+        log.warning("site verification disabled: store IDs and inter-node messages are not bound to the site")
+
+    return Config(
+        host_id=host_id,
+        site=site,
+        uds=str(opt("uds")),
+        tcp=str(opt("tcp")),
+        peers=peers,
+        memory_limit=int(opt("memory_limit")),
+        customer_memory_quota=int(opt("customer_memory_quota")),
+        keys=keys,
+        routing_secret=secret.encode("utf-8", "surrogateescape"),
+        internal_token=token,
+        dev=dev,
+        rate_limit=float(opt("rate_limit")),
+        burst_size=int(opt("burst_size")),
+        tombstone_customer_limit=int(opt("tombstone_customer_limit")),
+        tombstone_global_limit=int(opt("tombstone_global_limit")),
+        disable_site_verification=disable_site_verification,
+        http_read_timeout=float(opt("http_read_timeout")),
+        http_read_header_timeout=float(opt("http_read_header_timeout")),
+        http_write_timeout=float(opt("http_write_timeout")),
+        http_idle_timeout=float(opt("http_idle_timeout")),
+        http_max_header_bytes=int(opt("http_max_header_bytes")),
+        shards=shards,
+        lock_timeout=lock_timeout,
+        max_store_size=max_store_size,
+        log_level=log_level,
+        log_format=log_format,
+    )
