@@ -78,6 +78,7 @@ class Config:
     max_store_size: int = 2048
     log_level: str = "info"
     log_format: str = "text"
+    gc_interval: float = 30.0
 
     @property
     def verify_site(self) -> bool:
@@ -312,6 +313,10 @@ def build_config(opts: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     if log_format not in LOG_FORMATS:
         raise ConfigError(f"invalid log format {_q(log_format)} (must be one of {', '.join(LOG_FORMATS)})")
 
+    gc_interval = float(opt("gc_interval"))
+    if not gc_interval > 0:
+        raise ConfigError(f"invalid gc interval {format_duration(round(gc_interval * 1e9))} (must be > 0)")
+
     disable_site_verification = bool(opt("disable_site_verification"))
     if disable_site_verification:
         log.warning("site verification disabled: store IDs and inter-node messages are not bound to the site")
@@ -343,4 +348,5 @@ def build_config(opts: Mapping[str, Any], env: Mapping[str, str]) -> Config:
         max_store_size=max_store_size,
         log_level=log_level,
         log_format=log_format,
+        gc_interval=gc_interval,
     )

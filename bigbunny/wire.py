@@ -1,9 +1,14 @@
 """Supervisor <-> shard wire format: the one pack/unpack pair.
 
-A ZeroMQ message is a *batch*: a list of frames ``[hdr0, body0, hdr1, body1, ...]``. Each header is a
-small msgpack array; each body is the raw request or response bytes in a frame of its own (never
-re-encoded). The supervisor packs whatever requests are waiting for a shard into one message; the
-shard answers a batch with one message of replies, in any order, matched by request id.
+A ZeroMQ message carries a *batch* of requests (or replies) in exactly two frames:
+
+* frame 0 — msgpack ``[headers, lengths]``: one small positional header array per item, and the byte
+  length of each item's body;
+* frame 1 — the raw bodies, concatenated (never re-encoded: request/response bytes travel as is).
+
+Two frames per batch, whatever its size, keeps the per-frame cost of ZeroMQ off the per-request
+path; the supervisor packs whatever requests are waiting for a shard into one message, and the shard
+answers a batch with one message of replies, matched by request id.
 
 Request header ``[rid, op, sid, customer, ttl, flags, lock, allow, extra]``:
 
@@ -20,7 +25,7 @@ Request header ``[rid, op, sid, customer, ttl, flags, lock, allow, extra]``:
 
 Reply header ``[rid, err, a, b]``: ``err`` is -1 on success or an index into
 ``bigbunny.errors.ERRORS``; ``a``/``b`` are op-specific (documented at each op in ``shards.ops``).
-The reply body frame is the HTTP response body on success (empty on error).
+The reply body is the HTTP response body on success (empty on error).
 """
 
 from __future__ import annotations
@@ -61,21 +66,30 @@ F_BAD_TTL = 128  # TTL header out of range: fail with 400 invalid TTL at the TTL
 OK = -1
 
 _packb = msgpack.Packer(use_bin_type=True).pack
-_unpacker_opts: dict[str, Any] = {"raw": False, "use_list": True, "max_bin_len": 1 << 16, "max_str_len": 1 << 16}
+_unpacker_opts: dict[str, Any] = {"raw": False, "use_list": True, "max_bin_len": 1 << 20, "max_str_len": 1 << 20}
 
 
-def pack(header: Sequence[Any], body: bytes = b"") -> tuple[bytes, bytes]:
-    """Encode one request or reply as its two frames (header, body)."""
-    return _packb(header), body
+def pack(headers: Sequence[Sequence[Any]], bodies: Sequence[bytes]) -> list[bytes]:
+    """Encode a batch (parallel lists of headers and bodies) as its two frames."""
+    return [_packb((headers, [len(b) for b in bodies])), b"".join(bodies)]
 
 
 def unpack(frames: Sequence[bytes]) -> Iterator[tuple[list[Any], bytes]]:
-    """Decode a batch message back into ``(header, body)`` pairs; the inverse of :func:`pack`."""
-    if len(frames) % 2:
-        raise ValueError("odd number of frames in a batch")
-    unpackb = msgpack.unpackb
-    for i in range(0, len(frames), 2):
-        hdr = unpackb(frames[i], **_unpacker_opts)
+    """Decode a batch back into ``(header, body)`` pairs; the inverse of :func:`pack`."""
+    if len(frames) != 2:
+        raise ValueError(f"a batch has 2 frames, got {len(frames)}")
+    decoded = msgpack.unpackb(frames[0], **_unpacker_opts)
+    if not isinstance(decoded, list) or len(decoded) != 2:
+        raise ValueError("malformed batch header frame")
+    headers, lengths = decoded
+    if not isinstance(headers, list) or not isinstance(lengths, list) or len(headers) != len(lengths):
+        raise ValueError("malformed batch header frame")
+    data = frames[1]
+    if sum(lengths) != len(data):
+        raise ValueError("batch body frame length mismatch")
+    pos = 0
+    for hdr, n in zip(headers, lengths):
         if not isinstance(hdr, list) or not hdr:
-            raise ValueError("malformed header frame")
-        yield hdr, frames[i + 1]
+            raise ValueError("malformed header")
+        yield hdr, data[pos : pos + n]
+        pos += n

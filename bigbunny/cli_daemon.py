@@ -1,0 +1,101 @@
+"""Daemon mode of the CLI (SPEC §8 + §14): ``bbd --flag …`` parses the flags into an ``opts`` mapping,
+builds the config (``bigbunny.config.build_config``) and runs the supervisor until it is signalled.
+
+Flag values are typed by click, so an unparsable value (``--memory-limit=abc``, ``--lock-timeout=5x``)
+is a usage error, exit 2; semantic checks (keys, secrets, site …) belong to ``build_config`` and are
+fatal errors, exit 1, with its one-line message on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in recent click
+    """A Go-style duration (``1h2m3.5s``, ``500ms``, bare ``0``) converted to float seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        from bigbunny.durations import parse_duration
+
+        try:
+            return parse_duration(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+DURATION = Duration()
+
+# (flag, type, default, help) — names and defaults as in SPEC §8, plus the §14 additions.
+_FLAGS: list[tuple[str, Any, Any, str]] = [
+    ("host-id", str, "host1", "node identity"),
+    ("site", str, "local", "key-derivation site, ^[a-z0-9-]{1,16}$"),
+    ("uds", str, "/tmp/bbd.sock", "client API Unix socket path"),
+    ("tcp", str, ":8080", "inter-node bind host:port"),
+    ("peers", str, "", "comma list of id@host:port or host:port"),
+    ("memory-limit", int, 0, "global memory limit in bytes (<= 0: none)"),
+    ("customer-memory-quota", int, 0, "per-customer memory quota in bytes (<= 0: none)"),
+    ("store-keys", str, "", "store keys id:hex,... or 'dev' (env SERIALD_STORE_KEYS)"),
+    ("store-key-current", str, "", "current key id (env SERIALD_STORE_KEY_CURRENT)"),
+    ("routing-secret", str, "", "routing secret or 'dev' (env SERIALD_ROUTING_SECRET)"),
+    ("internal-token", str, "", "inter-node secret (env SERIALD_INTERNAL_TOKEN)"),
+    ("dev", bool, False, "dev mode: dev keys and routing secret, no guardrails"),
+    ("rate-limit", float, 100.0, "requests/s per customer (<= 0: off)"),
+    ("burst-size", int, 200, "rate-limit bucket size"),
+    ("tombstone-customer-limit", int, 0, "tombstones per customer (0: none)"),
+    ("tombstone-global-limit", int, 0, "tombstones in total (0: none)"),
+    ("disable-site-verification", bool, False, "leave the site out of key derivation and peer checks"),
+    ("http-read-timeout", DURATION, "30s", "request read timeout"),
+    ("http-read-header-timeout", DURATION, "10s", "header read timeout"),
+    ("http-write-timeout", DURATION, "30s", "response write timeout"),
+    ("http-idle-timeout", DURATION, "120s", "keep-alive idle timeout"),
+    ("http-max-header-bytes", int, 1048576, "request header size cap"),
+    ("shards", int, None, "shard worker processes (default: CPU count)"),
+    ("lock-timeout", DURATION, "500ms", "modify lock duration"),
+    ("max-store-size", int, 2048, "largest store/request body in bytes"),
+    ("gc-interval", DURATION, "30s", "expired-store collection period (primary)"),
+    ("log-level", click.Choice(["debug", "info", "warning", "error"], case_sensitive=False), "info", "log level"),
+    ("log-format", click.Choice(["text", "json"], case_sensitive=False), "text", "log format"),
+]
+
+
+_METAVARS: dict[Any, str] = {str: "string", int: "int", float: "float", DURATION: "duration"}
+
+
+def _option(name: str, type_: Any, default: Any, help_: str) -> click.Option:
+    if type_ is bool:
+        return click.Option([f"--{name}"], is_flag=True, default=default, help=help_)
+    shown = default not in ("", None)
+    metavar = _METAVARS.get(type_)
+    return click.Option([f"--{name}"], type=type_, default=default, help=help_, show_default=shown, metavar=metavar)
+
+
+def _run_daemon(**opts: Any) -> None:
+    from bigbunny.config import ConfigError, build_config
+
+    for key in ("log_level", "log_format"):
+        opts[key] = opts[key].lower()
+    try:
+        cfg = build_config(opts, os.environ)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(1)
+    from supervisor.lifecycle import run
+
+    sys.exit(run(cfg))
+
+
+daemon_command = click.Command(
+    "bbd",
+    params=[_option(*flag) for flag in _FLAGS],
+    callback=_run_daemon,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Run the bbd daemon.",
+)

@@ -1,0 +1,91 @@
+"""Human-readable ``bbd status`` (SPEC §9): labels padded to 16 so values start at column 17.
+
+    Host ID:        node1
+    Role:           PRIMARY
+    ...
+    Peers:
+      node2: 12.5ms ago
+    Registry States:
+      active: 3
+    Shards:
+      0: pid 4242, stores 12, memory 3072 bytes, restarts 0
+      1: pid 4243, stores 9, memory 2048 bytes, restarts 1, down
+
+Numbers are printed exactly (never ``1.2e+07``); the optional §14 additions (``uptime``, ``shards``)
+are shown only when the daemon reports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+# (label, status key, suffix)
+_FIELDS = (
+    ("Host ID:", "host_id", ""),
+    ("Role:", "role", ""),
+    ("Leader Epoch:", "leader_epoch", ""),
+    ("Last Leader:", "last_leader_seen", " ago"),
+    ("Store Count:", "store_count", ""),
+    ("Memory Usage:", "memory_usage", " bytes"),
+    ("Queue Length:", "queue_length", ""),
+    ("Tombstones:", "tombstone_count", ""),
+    ("Registry Count:", "registry_count", ""),
+)
+
+
+def num(value: Any) -> str:
+    """Render a JSON scalar exactly: integral floats lose their ``.0``/exponent, others stay as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value)
+
+
+def _uptime(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        from bigbunny.durations import format_duration
+
+        return format_duration(int(round(value * 1_000_000_000)))
+    return num(value)
+
+
+def _first(info: dict[str, Any], *keys: str) -> str:
+    for key in keys:
+        if key in info:
+            return num(info[key])
+    return "?"
+
+
+def _shards(shards: Any) -> Iterable[tuple[Any, dict[str, Any]]]:
+    if isinstance(shards, dict):
+        return sorted(shards.items(), key=lambda kv: (len(str(kv[0])), str(kv[0])))
+    if isinstance(shards, list):
+        return ((s.get("id", s.get("shard", i)) if isinstance(s, dict) else i, s) for i, s in enumerate(shards))
+    return ()
+
+
+def format_status(st: dict[str, Any]) -> str:
+    lines = [f"{label:<16}{num(st.get(key))}{suffix}" for label, key, suffix in _FIELDS]
+    if "uptime" in st:
+        lines.append(f"{'Uptime:':<16}{_uptime(st['uptime'])}")
+    peers = st.get("peers") or {}
+    if isinstance(peers, dict) and peers:
+        lines.append("Peers:")
+        lines += [f"  {peer}: {num(ago)} ago" for peer, ago in sorted(peers.items())]
+    states = st.get("registry_states") or {}
+    if isinstance(states, dict) and states:
+        lines.append("Registry States:")
+        lines += [f"  {state}: {num(n)}" for state, n in sorted(states.items())]
+    shards = list(_shards(st.get("shards")))
+    if shards:
+        lines.append("Shards:")
+        for sid, info in shards:
+            info = info if isinstance(info, dict) else {}
+            down = ", down" if info.get("up") is False else ""
+            lines.append(
+                f"  {num(sid)}: pid {_first(info, 'pid')}, stores {_first(info, 'stores', 'store_count')}, "
+                f"memory {_first(info, 'memory', 'memory_usage')} bytes, restarts {_first(info, 'restarts')}{down}"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,222 @@
+"""One small handler per wire op; each docstring shows its request fields and reply ``a``/``b``.
+
+The handlers apply the per-endpoint check order of SPEC §2.4: the supervisor has already done the
+steps it owns (customer, rate limit, body read) and passes the rest of its state as flags, which the
+handler applies at exactly the step where the reference checks it (e.g. the join barrier comes after
+the store-ID check, so an invalid ID still answers 400 while the barrier is held).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from bigbunny import errors, wire
+from bigbunny.errors import ApiError
+from bigbunny.sharding import shard_of
+from bigbunny.storeid import StoreIdCodec, StoreIdError
+from shards import counterjson
+from shards.engine import StoreEngine
+
+Reply = tuple[Any, Any, bytes]
+Handler = Callable[[list[Any], bytes], Reply]
+_MINT_ATTEMPTS = 100_000
+
+
+class ShardOps:
+    """Dispatches decoded requests to the engine; owns nothing but the codec and the engine."""
+
+    def __init__(self, index: int, shards: int, engine: StoreEngine, codec: StoreIdCodec) -> None:
+        self.index = index
+        self.shards = shards
+        self.engine = engine
+        self.codec = codec
+        self.table: dict[int, Handler] = {
+            wire.OP_CREATE: self.create,
+            wire.OP_SNAPSHOT: self.snapshot,
+            wire.OP_BEGIN: self.begin,
+            wire.OP_COMPLETE: self.complete,
+            wire.OP_CANCEL: self.cancel,
+            wire.OP_UPDATE: self.update,
+            wire.OP_ADD: self.add,
+            wire.OP_DELETE: self.delete,
+            wire.OP_RELEASE_LOCK: self.release_lock,
+            wire.OP_PING: self.ping,
+            wire.OP_GC: self.gc,
+            wire.OP_ORPHANS: self.orphans,
+            wire.OP_CLEAR_PENDING: self.clear_pending,
+            wire.OP_ALIVE: self.alive,
+            wire.OP_FORCE_DELETE: self.force_delete,
+            wire.OP_USAGE: self.usage,
+        }
+
+    def handle(self, hdr: list[Any], body: bytes) -> tuple[list[Any], bytes]:
+        """Run one request; every failure becomes an error reply, never an exception."""
+        rid = hdr[0]
+        try:
+            handler = self.table[hdr[1]]
+            a, b, out = handler(hdr, body)
+            return [rid, wire.OK, a, b], out
+        except ApiError as e:
+            return [rid, errors.ERROR_INDEX.get(e, 0), None, None], b""
+        except Exception:  # a bug must cost one request, not the shard
+            import logging
+
+            logging.getLogger("bbd.shard").exception("op %r failed", hdr[1] if len(hdr) > 1 else None)
+            return [rid, 0, None, None], b""
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _open(self, sid: str, customer: str) -> None:
+        if shard_of(sid, self.shards) != self.index:
+            raise errors.INVALID_STORE_ID
+        try:
+            self.codec.open(sid, customer)
+        except StoreIdError:
+            raise errors.INVALID_STORE_ID from None
+
+    @staticmethod
+    def _allow(hdr: list[Any]) -> tuple[int, int] | None:
+        allow = hdr[7]
+        return None if allow is None else (allow[0], allow[1])
+
+    # --- store ops -----------------------------------------------------------------------------
+    def create(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, CREATE, "", cust, ttl, flags, None, allow, pending_name]`` → a = growth; body = new ID."""
+        customer, flags = hdr[3], hdr[5]
+        counter = counterjson.parse_counter_spec(body, bool(flags & wire.F_NAMED), bool(flags & wire.F_JSON))
+        sid = self._mint(customer)
+        if flags & wire.F_BARRIER:
+            raise errors.JOIN_SYNCING
+        growth = self.engine.create(sid, customer, body, counter, hdr[4], hdr[8], self._allow(hdr))
+        return growth, None, sid.encode()
+
+    def _mint(self, customer: str) -> str:
+        # Draw IDs until one lands on this shard: placement stays a pure function of the ID string.
+        for _ in range(_MINT_ATTEMPTS):
+            sid = self.codec.mint(customer)
+            if shard_of(sid, self.shards) == self.index:
+                return sid
+        raise errors.INTERNAL
+
+    def snapshot(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, SNAPSHOT, sid, cust, ...]`` → a = TTL remaining, b = is_counter; body = bytes/JSON."""
+        self._open(hdr[2], hdr[3])
+        data, ttl, is_counter = self.engine.snapshot(hdr[2], hdr[3])
+        return ttl, is_counter, data
+
+    def begin(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, BEGIN, sid, cust, None, flags]`` → a = TTL remaining, b = lock ID; body = current bytes."""
+        sid, customer, flags = hdr[2], hdr[3], hdr[5]
+        self._open(sid, customer)
+        if flags & wire.F_LOCK_UNKNOWN:
+            raise errors.LOCK_STATE_UNKNOWN
+        if flags & wire.F_BARRIER:
+            raise errors.JOIN_SYNCING
+        data, ttl, lock_id = self.engine.begin_modify(sid, customer)
+        return ttl, lock_id, data
+
+    def complete(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, COMPLETE, sid, cust, ttl, flags, lock, allow]`` → a = growth."""
+        sid, customer, flags = hdr[2], hdr[3], hdr[5]
+        self._open(sid, customer)
+        if flags & wire.F_LOCK_UNKNOWN:
+            raise errors.LOCK_STATE_UNKNOWN
+        if flags & wire.F_TOO_LARGE:
+            raise errors.BODY_TOO_LARGE
+        if flags & wire.F_BAD_TTL:
+            raise errors.INVALID_TTL
+        if flags & wire.F_BARRIER:
+            raise errors.JOIN_SYNCING
+        return self.engine.complete_modify(sid, customer, hdr[6], body, hdr[4], self._allow(hdr)), None, b""
+
+    def cancel(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, CANCEL, sid, cust, None, flags, lock]`` → nothing."""
+        sid, customer, flags = hdr[2], hdr[3], hdr[5]
+        self._open(sid, customer)
+        if flags & wire.F_LOCK_UNKNOWN:
+            raise errors.LOCK_STATE_UNKNOWN
+        if flags & wire.F_BARRIER:
+            raise errors.JOIN_SYNCING
+        self.engine.cancel_modify(sid, customer, hdr[6])
+        return None, None, b""
+
+    def update(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, UPDATE, sid, cust, ttl, flags, None, allow]`` → a = growth."""
+        sid, customer, flags = hdr[2], hdr[3], hdr[5]
+        self._open(sid, customer)
+        if flags & wire.F_LOCK_UNKNOWN:
+            raise errors.LOCK_STATE_UNKNOWN
+        if flags & wire.F_TOO_LARGE:
+            raise errors.BODY_TOO_LARGE
+        if flags & wire.F_BAD_TTL:
+            raise errors.INVALID_TTL
+        if flags & wire.F_BARRIER:
+            self.engine.check_live(sid, customer)
+            raise errors.JOIN_SYNCING
+        return self.engine.update(sid, customer, body, hdr[4], self._allow(hdr)), None, b""
+
+    def add(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, ADD, sid, cust, ttl, flags(+F_DECREMENT), None, allow]`` → a = growth; body = counter JSON."""
+        sid, customer, flags = hdr[2], hdr[3], hdr[5]
+        self._open(sid, customer)
+        if flags & wire.F_LOCK_UNKNOWN:  # §13 fix 15: counters are covered by the window too
+            raise errors.LOCK_STATE_UNKNOWN
+        if flags & wire.F_TOO_LARGE:
+            raise errors.BODY_TOO_LARGE
+        delta = counterjson.parse_delta(body)
+        if flags & wire.F_BAD_TTL:
+            raise errors.INVALID_TTL
+        if flags & wire.F_BARRIER:
+            raise errors.JOIN_SYNCING
+        if flags & wire.F_DECREMENT:
+            delta = -delta
+        out, growth = self.engine.add(sid, customer, delta, hdr[4], self._allow(hdr))
+        return growth, None, out
+
+    def delete(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, DELETE, sid, cust, None, flags]`` → a = growth (−size, 0 if it was absent)."""
+        sid, customer, flags = hdr[2], hdr[3], hdr[5]
+        self._open(sid, customer)
+        if flags & wire.F_BARRIER:
+            raise errors.JOIN_SYNCING
+        if flags & wire.F_NO_TOMBSTONE:
+            raise errors.TOMBSTONE_LIMIT
+        return self.engine.delete(sid, customer), None, b""
+
+    # --- ops without a customer --------------------------------------------------------------
+    def release_lock(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, RELEASE_LOCK, sid]`` → nothing; 404 if the ID is unknown here."""
+        if not self.engine.release_lock(hdr[2]):
+            raise errors.NOT_FOUND_STORE
+        return None, None, b""
+
+    def ping(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, PING]`` → a = [store_count, bytes], b = pid."""
+        return [self.engine.count, self.engine.total_bytes], os.getpid(), b""
+
+    def gc(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, GC]`` → a = [[sid, customer, growth], ...] of expired stores removed."""
+        return [list(t) for t in self.engine.collect_expired()], None, b""
+
+    def orphans(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, ORPHANS, ..., extra=age]`` → a = [[sid, customer, pending_name], ...]."""
+        return [list(t) for t in self.engine.pending_older_than(hdr[8])], None, b""
+
+    def clear_pending(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, CLEAR_PENDING, sid]`` → nothing."""
+        self.engine.clear_pending(hdr[2])
+        return None, None, b""
+
+    def alive(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, ALIVE, sid]`` → a = store exists and is unexpired."""
+        return self.engine.alive(hdr[2]), None, b""
+
+    def force_delete(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, FORCE_DELETE, sid]`` → a = [customer, growth] or None if absent."""
+        res = self.engine.force_delete(hdr[2])
+        return (None if res is None else list(res)), None, b""
+
+    def usage(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, USAGE]`` → a = {customer: bytes}."""
+        return self.engine.usage(), None, b""

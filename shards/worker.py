@@ -1,0 +1,100 @@
+"""Shard worker process: entry point run by the supervisor with the ``spawn`` start method.
+
+Lifecycle: spawned → builds its own ZeroMQ context and binds its private ``ipc://`` endpoint (the
+supervisor's DEALER has already connected and queued any early requests) → serves batches until
+SIGTERM, or until its parent disappears (then it exits on its own: a shard never outlives its
+supervisor) → closes the socket with LINGER 0 and terminates the context.
+
+One request batch in, one reply batch out: the loop drains everything readable, runs it, and answers
+with a single multipart message, which keeps per-message ZeroMQ cost off the per-request path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+from typing import Any
+
+import zmq
+
+from bigbunny import wire
+from bigbunny.storeid import KeySet, StoreIdCodec
+from shards.engine import StoreEngine
+from shards.ops import ShardOps
+
+_POLL_MS = 250
+_MAX_BATCH = 256
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL us if the supervisor dies, even by SIGKILL (no orphaned shards)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the getppid() check in the loop still covers it
+        pass
+
+
+def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any]) -> None:
+    """Process entry point. ``settings`` is plain data (spawn pickles it): keys, site, timeouts, log level."""
+    parent = os.getppid()
+    _die_with_parent()
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True  # only record; the loop acts
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
+    logging.basicConfig(
+        level=settings.get("log_level", "INFO").upper(),
+        format=f"%(asctime)s %(levelname)s bbd.shard.{index} %(message)s",
+    )
+    log = logging.getLogger(f"bbd.shard.{index}")
+    keys = KeySet({k: bytes.fromhex(v) for k, v in settings["keys"].items()}, settings["current"])
+    codec = StoreIdCodec(keys, settings["site"], settings["verify_site"])
+    engine = StoreEngine(lock_timeout=settings["lock_timeout"])
+    ops = ShardOps(index, shards, engine, codec)
+
+    ctx = zmq.Context(1)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    try:
+        sock.bind(endpoint)
+        log.info("shard %d up (pid %d)", index, os.getpid())
+        _serve(sock, ops, lambda: stop or os.getppid() != parent)
+    finally:
+        sock.close(0)
+        ctx.term()
+    log.info("shard %d stopped", index)
+
+
+def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any) -> None:
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    handle = ops.handle
+    unpack, pack = wire.unpack, wire.pack
+    while not should_stop():
+        if not poller.poll(_POLL_MS):
+            continue
+        out_hdrs: list[list[Any]] = []
+        out_bodies: list[bytes] = []
+        for _ in range(_MAX_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            try:
+                for hdr, body in unpack(frames):
+                    rhdr, rbody = handle(hdr, body)
+                    out_hdrs.append(rhdr)
+                    out_bodies.append(rbody)
+            except (ValueError, TypeError, KeyError, IndexError) as e:  # malformed batch: drop it, keep serving
+                logging.getLogger("bbd.shard").error("dropping malformed batch: %s", e)
+        if out_hdrs:
+            sock.send_multipart(pack(out_hdrs, out_bodies), copy=True)

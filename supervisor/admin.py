@@ -1,0 +1,93 @@
+"""Non-hot routes on Starlette: ``/status`` and the operator endpoints under ``/internal/``.
+
+Starlette handles routing, HEAD and 405s here; its HTTP errors are rendered by the same error
+format as the API (plain text, nosniff) so every answer of the daemon looks alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bigbunny import errors, wire
+from bigbunny.errors import ApiError
+from supervisor import status
+from supervisor.channel import ShardDown
+from supervisor.node import Node
+
+log = logging.getLogger("bbd.admin")
+
+
+def _error(err: ApiError, headers: dict[str, str] | None = None) -> Response:
+    h = {"X-Content-Type-Options": "nosniff"}
+    if err.code:
+        h["BigBunny-Error-Code"] = err.code
+    if err.retry_after is not None:
+        h["Retry-After"] = str(err.retry_after)
+    h.update(headers or {})
+    return Response(err.message + "\n", err.status, h, media_type="text/plain; charset=utf-8")
+
+
+def _text(body: str) -> Response:
+    return Response(body, 200, media_type="text/plain")
+
+
+def build_admin(node: Node) -> Starlette:
+    async def get_status(request: Request) -> Response:
+        body = status.encode(await status.status_document(node))
+        return Response(body, 200, media_type="application/json")
+
+    async def promote(request: Request) -> Response:
+        if node.role.barrier:
+            return _error(errors.JOIN_SYNCING)
+        node.role.promote()
+        log.warning("promoted to PRIMARY by operator request (epoch %d)", node.role.epoch)
+        return _text("promoted")
+
+    async def release_lock(request: Request) -> Response:
+        raw = request.scope["raw_path"].split(b"/", 3)[3]
+        from supervisor.requests import decode_segment
+
+        sid = decode_segment(raw)
+        try:
+            res = await node.channels[node.shard_for(sid)].call(wire.OP_RELEASE_LOCK, sid)
+        except ShardDown:
+            return _error(errors.SHARD_UNAVAILABLE)
+        if res[0] != wire.OK:
+            return _error(errors.ERRORS[res[0]])
+        log.info("lock released by operator request")
+        return _text("lock released")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            return _error(ApiError(405, "Method Not Allowed"), dict(exc.headers or {}))
+        return _error(errors.PAGE_NOT_FOUND if exc.status_code == 404 else ApiError(exc.status_code, exc.detail))
+
+    routes = [
+        Route("/status", get_status, methods=["GET", "HEAD"]),
+        Route("/internal/promote", promote, methods=["POST"]),
+        Route("/internal/release-lock/{id:str}", release_lock, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+
+class App:
+    """The ASGI app: ``/api/v1/*`` goes straight to the pure-ASGI handlers, the rest to Starlette."""
+
+    def __init__(self, node: Node) -> None:
+        from supervisor.api import StoreApi
+
+        self.api = StoreApi(node)
+        self.admin = build_admin(node)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["raw_path"].startswith(b"/api/v1/"):
+            return await self.api(scope, receive, send)
+        await self.admin(scope, receive, send)

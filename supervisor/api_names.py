@@ -1,0 +1,147 @@
+"""Named-store endpoints (SPEC §2.8 as amended by §14): create-by-name, lookup, delete-by-name.
+
+The registry lives in the supervisor; the stores live in shards. A check and the state change it
+guards always happen in the same event-loop turn (no ``await`` between them); after an ``await`` the
+entry is re-read, because another request may have changed it meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from bigbunny import errors, wire
+from bigbunny.errors import ApiError
+from supervisor import responses
+from supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, valid_name
+from supervisor.requests import BAD_TTL, Headers, parse_ttl
+
+if TYPE_CHECKING:
+    from supervisor.api import Receive, Send, StoreApi
+
+DEFAULT_TTL = 1_209_600
+RESERVATION_LOST = ApiError(409, "reservation expired", "NameCreating")
+
+
+def _name(param: str) -> str:
+    name = param.strip()
+    if not name:
+        raise errors.MISSING_NAME
+    if not valid_name(name):
+        raise errors.INVALID_NAME
+    return name
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    # §13 fix 16: parameters such as "; charset=utf-8" are allowed.
+    return content_type is not None and content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
+class NamesApi:
+    def __init__(self, api: StoreApi) -> None:
+        self.api = api
+        self.node = api.node
+
+    async def _alive(self, sid: str) -> bool:
+        res = await self.api.call(self.node.shard_for(sid), wire.OP_ALIVE, sid, "")
+        return bool(res[1])
+
+    async def _force_delete(self, sid: str, customer: str) -> None:
+        """Remove a store by ID without a customer check, tombstoning it (no limit)."""
+        shard = self.node.shard_for(sid)
+        res = await self.api.call(shard, wire.OP_FORCE_DELETE, sid, "")
+        if res[1] is not None:
+            self.node.accounting.apply(shard, res[1][0], res[1][1])
+        self.node.tombstones.add(sid, customer)
+
+    async def create_by_name(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> None:
+        name = _name(param)
+        reg = self.node.registry
+        entry = reg.get(customer, name)
+        if entry is not None and entry.state == ACTIVE and h.reuse:
+            alive = await self._alive(entry.store_id)
+            if alive and reg.get(customer, name) is entry and entry.state == ACTIVE:
+                return await responses.send_ok(send, entry.store_id.encode(), responses.TEXT)
+            if reg.get(customer, name) is entry and entry.state == ACTIVE:
+                reg.remove(entry)  # §13 fix 7: an expired target is free; create anew
+        body, too_large = await self.api.body(receive)
+        self._check_free(reg.get(customer, name), h.reuse)
+        if too_large:
+            raise errors.BODY_TOO_LARGE
+        ttl = parse_ttl(h.ttl, True)
+        if ttl is BAD_TTL:
+            raise errors.INVALID_TTL
+        if self.node.role.barrier:
+            raise errors.JOIN_SYNCING
+        entry = reg.reserve(customer, name)
+        flags = wire.F_NAMED | (wire.F_JSON if _is_json(h.content_type) else 0)
+        shard = self.node.next_shard()
+        allow = self.node.accounting.reserve(customer, max(len(body), 84) + 256)
+        try:
+            res = await self.api.call(shard, wire.OP_CREATE, "", customer, ttl, flags, None, allow, name, body)
+        except BaseException:
+            reg.remove(entry)  # abort the reservation
+            raise
+        self.node.accounting.apply(shard, customer, res[1])
+        sid = res[3].decode()
+        if not reg.commit(entry, sid, time.time() + (DEFAULT_TTL if ttl is None else ttl)):
+            await self._force_delete(sid, customer)
+            raise RESERVATION_LOST
+        await self.api.call(shard, wire.OP_CLEAR_PENDING, sid, "")
+        await responses.send_ok(send, res[3], responses.TEXT)
+
+    def _check_free(self, entry: NameEntry | None, reuse: bool) -> None:
+        if entry is None:
+            return
+        if entry.state == ACTIVE:
+            raise errors.NAME_EXISTS
+        if entry.state == CREATING:
+            if reuse or not self.node.registry.reservation_expired(entry):
+                raise errors.NAME_CREATING
+            return  # a stale reservation is taken over
+        raise errors.NAME_DELETING
+
+    async def lookup(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> None:
+        name = _name(param)
+        reg = self.node.registry
+        entry = reg.get(customer, name)
+        if entry is None:
+            raise errors.NOT_FOUND_NAME
+        if entry.state == CREATING:
+            raise errors.NAME_CREATING
+        if entry.state == DELETING:
+            raise errors.NAME_DELETING
+        if await self._alive(entry.store_id):
+            return await responses.send_ok(send, entry.store_id.encode(), responses.TEXT)
+        # §13 fix 9: only the primary cleans up, and not while a join snapshot is being taken.
+        role = self.node.role
+        if role.is_primary and not role.barrier and reg.get(customer, name) is entry and entry.state == ACTIVE:
+            reg.remove(entry)
+        raise errors.NOT_FOUND_NAME
+
+    async def delete_by_name(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> None:
+        name = _name(param)
+        reg = self.node.registry
+        entry = reg.get(customer, name)
+        if entry is None:
+            return await responses.send_ok(send, b"", None)  # §14: idempotent
+        if entry.state == CREATING:
+            raise errors.NAME_CREATING
+        if self.node.role.barrier:
+            raise errors.JOIN_SYNCING
+        reg.set_state(entry, DELETING)
+        sid = entry.store_id
+        tombs = self.node.tombstones
+        admitted = tombs.admit(sid, customer)
+        if admitted is False:
+            reg.set_state(entry, ACTIVE)
+            raise errors.TOMBSTONE_LIMIT
+        try:
+            await self._force_delete(sid, customer)
+        finally:
+            tombs.finish(customer, admitted)
+        reg.remove(entry)
+        await responses.send_ok(send, b"", None)
+
+    def states(self) -> dict[str, Any]:
+        return self.node.registry.states()

@@ -1,0 +1,126 @@
+"""The supervisor's end of one shard's ZeroMQ link: batched sends, one reader, futures by request id.
+
+Lifecycle: ``open`` (DEALER connects to the shard's ipc endpoint; requests queue in ZeroMQ until the
+shard binds) → ``up`` after the first answered ping → ``close`` when the shard dies or is replaced
+(every waiting future fails with ``StoreUnavailable``). A channel is never reused across shard
+generations, so a late reply from a dead shard can never resolve a new request.
+
+Hot path: ``call`` appends two frames to the outgoing batch and schedules one flush per loop turn;
+the socket FD is edge-triggered, so after every send and wake-up the socket is drained until
+``ZMQ_EVENTS`` shows no more input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+import zmq
+
+from bigbunny import errors, wire
+
+log = logging.getLogger("bbd.channel")
+Result = tuple[int, Any, Any, bytes]
+
+
+class ShardDown(Exception):
+    """The shard behind this channel is not serving (dead, hung, restarting)."""
+
+
+class ShardChannel:
+    def __init__(self, ctx: zmq.Context, endpoint: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.endpoint = endpoint
+        self.loop = loop
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 0)  # bounded by our own pending map, not by silent drops
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)  # the shard binds a few ms after spawn: retry fast
+        self.sock.connect(endpoint)
+        self.fd = self.sock.getsockopt(zmq.FD)
+        self.pending: dict[int, asyncio.Future[Result]] = {}
+        self.hdrs: list[tuple[Any, ...]] = []
+        self.bodies: list[bytes] = []
+        self.flush_scheduled = False
+        self.closed = False
+        self._rid = itertools.count(1).__next__
+        loop.add_reader(self.fd, self._drain)
+
+    def call(
+        self,
+        op: int,
+        sid: str = "",
+        customer: str = "",
+        ttl: int | None = None,
+        flags: int = 0,
+        lock: str | None = None,
+        allow: Any = None,
+        extra: Any = None,
+        body: bytes = b"",
+    ) -> asyncio.Future[Result]:
+        """Queue one request; the future resolves to ``(err, a, b, body)``."""
+        fut = self.loop.create_future()
+        if self.closed:
+            fut.set_exception(ShardDown())
+            return fut
+        rid = self._rid()
+        self.pending[rid] = fut
+        self.hdrs.append((rid, op, sid, customer, ttl, flags, lock, allow, extra))
+        self.bodies.append(body)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if self.closed or not self.hdrs:
+            return
+        frames = wire.pack(self.hdrs, self.bodies)
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=True)
+        except zmq.Again:  # cannot happen with SNDHWM 0, but never lose requests silently
+            self.flush_scheduled = True
+            self.loop.call_later(0.001, self._flush)
+            return
+        except zmq.ZMQError as e:
+            log.error("send to %s failed: %s", self.endpoint, e)
+            self.close()
+            return
+        self.hdrs, self.bodies = [], []
+        self._drain()
+
+    def _drain(self) -> None:
+        sock, pending = self.sock, self.pending
+        try:
+            while not self.closed and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                for hdr, body in wire.unpack(sock.recv_multipart(zmq.NOBLOCK, copy=True)):
+                    fut = pending.pop(hdr[0], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result((hdr[1], hdr[2], hdr[3], body))
+        except zmq.Again:
+            return
+        except zmq.ZMQError as e:
+            log.error("receive from %s failed: %s", self.endpoint, e)
+            self.close()
+
+    def close(self) -> None:
+        """Fail everything waiting and release the socket (LINGER 0: nothing is flushed to a dead shard)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.loop.remove_reader(self.fd)
+        except (ValueError, OSError):
+            pass
+        self.sock.close(0)
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(ShardDown())
+        self.hdrs, self.bodies = [], []
+
+
+SHARD_DOWN = errors.SHARD_UNAVAILABLE

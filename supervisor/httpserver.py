@@ -1,0 +1,207 @@
+"""uvicorn, in-process, on the Unix socket we bound ourselves — plus what uvicorn lacks.
+
+uvicorn's httptools protocol has no header-size cap and no header/read/write timeouts, so this
+subclass adds them, mapping the daemon's Go-style flags (documented in docs/configuration.md):
+
+* ``--http-max-header-bytes`` → request line + headers above the cap get ``431`` and the connection closes
+* ``--http-read-header-timeout`` → a connection that has not sent complete headers in time is closed
+  (also an idle new connection that sends nothing: slowloris protection)
+* ``--http-read-timeout`` → a request (headers + body) not fully read in time is closed
+* ``--http-write-timeout`` → a response the client does not drain in time aborts the connection
+* ``--http-idle-timeout`` → uvicorn's ``timeout_keep_alive``
+
+``BbdServer`` keeps uvicorn from installing signal handlers: the supervisor's loop owns signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("bbd.http")
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_header_bytes: int = 1 << 20
+    read_header_timeout: float = 10.0
+    read_timeout: float = 30.0
+    write_timeout: float = 30.0
+
+
+def _plain(status: int, reason: str, msg: str) -> bytes:
+    body = (msg + "\n").encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"x-content-type-options: nosniff\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+_TOO_LARGE = _plain(431, "Request Header Fields Too Large", "request header fields too large")
+
+
+class _HeaderOverflow(Exception):
+    pass
+
+
+class _CorkedTransport:
+    """Gathers a response's writes (uvicorn writes the head and the body separately) into one
+    ``write`` at the end of the loop turn: one syscall per response instead of two."""
+
+    __slots__ = ("_t", "_buf", "_loop")
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._t = transport
+        self._buf: list[bytes] = []
+        self._loop = loop
+
+    def write(self, data: bytes) -> None:
+        if not self._buf:
+            self._loop.call_soon(self._flush)
+        self._buf.append(data)
+
+    def _flush(self) -> None:
+        if self._buf:
+            data = b"".join(self._buf)
+            self._buf.clear()
+            if not self._t.is_closing():
+                self._t.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._t.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
+def make_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
+    """A protocol class bound to ``limits`` (uvicorn instantiates it per connection)."""
+
+    class BbdHttpProtocol(HttpToolsProtocol):
+        _hdr_bytes = 0
+        _hdr_timer: asyncio.TimerHandle | None = None
+        _read_timer: asyncio.TimerHandle | None = None
+        _write_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._corked = _CorkedTransport(transport, self.loop)
+            self._hdr_timer = self.loop.call_later(limits.read_header_timeout, self._expire, "header")
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            for t in (self._hdr_timer, self._read_timer, self._write_timer):
+                if t is not None:
+                    t.cancel()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)
+            except _HeaderOverflow:
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+            except httptools.HttpParserCallbackError as e:
+                if isinstance(e.__context__, _HeaderOverflow) or self._hdr_bytes > limits.max_header_bytes:
+                    self.transport.write(_TOO_LARGE)
+                    self.transport.close()
+                else:
+                    self.send_400_response("Invalid HTTP request received.")
+            except httptools.HttpParserError:
+                self.send_400_response("Invalid HTTP request received.")
+            except httptools.HttpParserUpgrade:
+                self.send_400_response("Upgrade not supported.")
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._hdr_bytes = 0
+            if self._hdr_timer is None:
+                self._hdr_timer = self.loop.call_later(limits.read_header_timeout, self._expire, "header")
+            self._read_timer = self.loop.call_later(limits.read_timeout, self._expire, "read")
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _count(self, n: int) -> None:
+            self._hdr_bytes += n
+            if self._hdr_bytes > limits.max_header_bytes:
+                raise _HeaderOverflow
+
+        def on_headers_complete(self) -> None:
+            if self._hdr_timer is not None:
+                self._hdr_timer.cancel()
+                self._hdr_timer = None
+            real, self.transport = self.transport, self._corked  # the request cycle writes through the cork
+            try:
+                super().on_headers_complete()
+            finally:
+                self.transport = real
+
+        def on_message_complete(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+            super().on_message_complete()
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._write_timer is None:
+                self._write_timer = self.loop.call_later(limits.write_timeout, self._expire, "write")
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+
+        def _expire(self, what: str) -> None:
+            if self.transport is None or self.transport.is_closing():
+                return
+            log.debug("closing connection: %s timeout", what)
+            if what == "write":
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+    return BbdHttpProtocol
+
+
+class BbdServer(uvicorn.Server):
+    """uvicorn.Server that leaves signal handling to the supervisor's loop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def make_server(app: Any, limits: HttpLimits, idle_timeout: float, graceful: float) -> BbdServer:
+    config = uvicorn.Config(
+        app,
+        http=make_protocol(limits),
+        loop="none",
+        ws="none",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=max(1, int(idle_timeout)),
+        timeout_graceful_shutdown=max(1, int(graceful)),
+        backlog=4096,
+    )
+    return BbdServer(config)

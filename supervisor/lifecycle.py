@@ -1,0 +1,118 @@
+"""Daemon lifecycle: start-up, the running phase, and bounded, logged shutdown phases.
+
+start: bind the Unix socket (refusing a live daemon's) → private 0700 runtime dir for ipc endpoints →
+spawn shards (requests queue until they bind) → serve HTTP. Signals only set a flag; the main
+coroutine acts. Shutdown (SIGTERM/SIGINT), total ≤ 10 s:
+1. stop accepting and drain in-flight requests (uvicorn graceful shutdown, ≤ 5 s);
+2. stop the shards (SIGTERM, ≤ 3 s, then SIGKILL — a hung or stopped shard included) and reap them;
+3. remove the socket and the runtime dir; exit 0.
+A second SIGINT/SIGTERM skips the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+import zmq
+
+from bigbunny.config import Config
+from bigbunny.logs import setup_logging
+from supervisor.uds import BindError, bind_uds, remove_uds
+
+log = logging.getLogger("bbd.supervisor")
+DRAIN_TIMEOUT = 5.0
+SHARD_STOP_TIMEOUT = 3.0
+
+
+def make_rundir(shards: int) -> str:
+    """A private 0700 directory for the shard ipc endpoints; short, because ipc paths max out at 107 bytes."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    if not os.path.isdir(base) or len(base) > 60:
+        base = "/tmp"
+    path = tempfile.mkdtemp(prefix="bbd-", dir=base)
+    os.chmod(path, 0o700)
+    longest = f"{path}/s{shards}.999999"
+    if len(longest) > zmq.IPC_PATH_MAX_LEN:
+        shutil.rmtree(path, ignore_errors=True)
+        raise RuntimeError(f"runtime dir {path!r} too long for ipc endpoints (max {zmq.IPC_PATH_MAX_LEN} bytes)")
+    return path
+
+
+def run(cfg: Config) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
+    setup_logging(cfg.log_level, cfg.log_format)
+    try:
+        sock = bind_uds(cfg.uds)
+    except BindError as e:
+        print(f"failed to listen on UDS {cfg.uds}: {e}", file=sys.stderr)
+        return 1
+    rundir = None
+    try:
+        rundir = make_rundir(cfg.shards)
+        log.info("starting: %s", cfg.summary())
+        try:
+            import uvloop
+
+            return uvloop.run(_main(cfg, sock, rundir))
+        except ImportError:
+            return asyncio.run(_main(cfg, sock, rundir))
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        sock.close()
+        remove_uds(cfg.uds)
+        if rundir:
+            shutil.rmtree(rundir, ignore_errors=True)
+        log.info("stopped")
+
+
+async def _main(cfg: Config, sock: object, rundir: str) -> int:
+    from supervisor.admin import App
+    from supervisor.gc import Collector
+    from supervisor.httpserver import HttpLimits, make_server
+    from supervisor.node import Node
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hits = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal hits
+        hits += 1
+        stop.set()  # only record; the coroutine below acts
+        if hits > 1:
+            server.force_exit = True
+
+    node = Node(cfg, rundir)
+    node.role.start_primary()
+    node.pool.start()
+    limits = HttpLimits(
+        cfg.http_max_header_bytes, cfg.http_read_header_timeout, cfg.http_read_timeout, cfg.http_write_timeout
+    )
+    server = make_server(App(node), limits, cfg.http_idle_timeout, DRAIN_TIMEOUT)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    serve = loop.create_task(server.serve(sockets=[sock]))  # type: ignore[list-item]
+    gc = loop.create_task(Collector(node, cfg.gc_interval).run())
+    waiter = loop.create_task(stop.wait())
+    await asyncio.wait([serve, waiter], return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down: draining requests (≤ %.0f s)", DRAIN_TIMEOUT)
+    server.should_exit = True
+    try:
+        await asyncio.wait_for(serve, DRAIN_TIMEOUT + 1)
+    except (TimeoutError, Exception) as e:  # noqa: BLE001 - shutdown must go on whatever happened
+        log.warning("HTTP drain ended early: %r", e)
+    gc.cancel()
+    waiter.cancel()
+    log.info("shutting down: stopping shards (≤ %.0f s)", SHARD_STOP_TIMEOUT)
+    await node.pool.stop(SHARD_STOP_TIMEOUT)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    return 0

@@ -1,0 +1,61 @@
+"""The supervisor's components for one node, wired together (a container, not a god object).
+
+Each concern lives in its own module; handlers receive this container so they can reach the pieces
+they need: role/epoch, rate limiter, accounting, tombstones, registry and the shard channels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bigbunny.config import Config
+from bigbunny.sharding import shard_of
+from supervisor.accounting import Accounting
+from supervisor.channel import ShardChannel
+from supervisor.ratelimit import RateLimiter
+from supervisor.registry import Registry
+from supervisor.role import RoleState
+from supervisor.shardpool import ShardPool
+from supervisor.tombstones import Tombstones
+
+
+class Node:
+    def __init__(self, cfg: Config, rundir: str) -> None:
+        self.cfg = cfg
+        self.started = time.monotonic()
+        self.role = RoleState(cfg.lock_timeout)
+        self.limiter = RateLimiter(cfg.rate_limit, cfg.burst_size)
+        self.accounting = Accounting(cfg.shards, cfg.memory_limit, cfg.customer_memory_quota)
+        self.tombstones = Tombstones(cfg.tombstone_customer_limit, cfg.tombstone_global_limit)
+        self.registry = Registry()
+        self.pool = ShardPool(cfg.shards, rundir, shard_settings(cfg), self.accounting.drop_shard)
+        self.nshards = cfg.shards
+        self._rr = 0
+
+    @property
+    def channels(self) -> list[ShardChannel]:
+        return self.pool.channels
+
+    def shard_for(self, sid: str) -> int:
+        return shard_of(sid, self.nshards)
+
+    def next_shard(self) -> int:
+        """Round-robin placement for new stores, skipping shards that are down."""
+        for _ in range(self.nshards):
+            self._rr = (self._rr + 1) % self.nshards
+            if not self.pool.channels[self._rr].closed:
+                return self._rr
+        return self._rr
+
+
+def shard_settings(cfg: Config) -> dict[str, Any]:
+    """Plain, picklable settings handed to every shard process (spawn pickles its arguments)."""
+    return {
+        "keys": {k: v.hex() for k, v in cfg.keys.keys.items()},
+        "current": cfg.keys.current,
+        "site": cfg.site,
+        "verify_site": not cfg.disable_site_verification,
+        "lock_timeout": cfg.lock_timeout,
+        "log_level": cfg.log_level,
+    }
