@@ -26,8 +26,7 @@ from bigbunny.storeid import (
 
 _CANDIDATES = [
     os.environ.get("BBD_STOREID_VECTORS", ""),
-    str(Path(__file__).resolve().parents[2] / "spec" / "storeid-vectors.json"),
-    "/work/shared/spec/storeid-vectors.json",
+    str(Path(__file__).resolve().parents[1] / "data" / "storeid-vectors.json"),  # copy of shared/spec
 ]
 VECTORS_PATH = next((Path(p) for p in _CANDIDATES if p and Path(p).is_file()), None)
 VECTORS = (
