@@ -119,8 +119,9 @@ def parse_counter_spec(body: bytes, named: bool, json_content_type: bool) -> Cou
 # --- increment / decrement / set -----------------------------------------------------------------
 
 # Fast paths for the canonical compact bodies; anything else goes through the full parser.
-_DELTA_RE = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"delta"[ \t\n\r]*:[ \t\n\r]*(-?(?:0|[1-9][0-9]{0,18}))[ \t\n\r]*\}[ \t\n\r]*')
-_VALUE_RE = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"value"[ \t\n\r]*:[ \t\n\r]*(-?(?:0|[1-9][0-9]{0,18}))[ \t\n\r]*\}[ \t\n\r]*')
+_FAST = rb'[ \t\n\r]*\{[ \t\n\r]*"%s"[ \t\n\r]*:[ \t\n\r]*(-?(?:0|[1-9][0-9]{0,18}))[ \t\n\r]*\}[ \t\n\r]*'
+_DELTA_RE = re.compile(_FAST % b"delta")
+_VALUE_RE = re.compile(_FAST % b"value")
 
 
 def _int_field(body: bytes, fast: re.Pattern[bytes], key: str, empty_ok: bool) -> int | None:
@@ -147,7 +148,8 @@ def parse_delta(body: bytes) -> int:
 
 
 def parse_set(body: bytes) -> int:
-    """``{"value":int64}`` → value. Anything else, ``{}`` included (§13 fix 3) → ``INVALID_JSON_COUNTER_UPDATE``."""
+    """``{"value":int64}`` → value. Anything else, ``{}`` included (§13 fix 3) →
+    ``INVALID_JSON_COUNTER_UPDATE``."""
     v = _int_field(body, _VALUE_RE, "value", False)
     if v is None:
         raise errors.INVALID_JSON_COUNTER_UPDATE.with_traceback(None)

@@ -414,9 +414,7 @@ class StoreEngine:
         """GC step 1 (§6): remove expired stores not under a live lock; ``[(sid, customer, −size)]``."""
         now = self.clock()
         doomed = [
-            (sid, st)
-            for sid, st in self._stores.items()
-            if now > st.expiry
+            (sid, st) for sid, st in self._stores.items() if now > st.expiry and (st.lock is None or now > st.lock[1])
         ]
         return [(sid, st.customer, self._remove(sid, st)) for sid, st in doomed]
 

@@ -59,6 +59,7 @@ class ShardOps:
             a, b, out = handler(hdr, body)
             return [rid, wire.OK, a, b], out
         except ApiError as e:
+            e.__traceback__ = e.__context__ = None  # errors are shared singletons: don't let frames pile up
             return [rid, errors.ERROR_INDEX.get(e, 0), None, None], b""
         except Exception:  # a bug must cost one request, not the shard
             import logging

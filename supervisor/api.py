@@ -70,6 +70,7 @@ class StoreApi:
         try:
             await route[0](send, receive, h, customer, decode_segment(param))
         except ApiError as e:
+            e.__traceback__ = e.__context__ = None  # errors are shared singletons: don't let frames pile up
             await responses.send_error(send, e)
         except ShardDown:
             await responses.send_error(send, errors.SHARD_UNAVAILABLE)

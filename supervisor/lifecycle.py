@@ -28,6 +28,11 @@ from supervisor.uds import BindError, bind_uds, remove_uds
 log = logging.getLogger("bbd.supervisor")
 DRAIN_TIMEOUT = 5.0
 SHARD_STOP_TIMEOUT = 3.0
+_early_signals: list[int] = []  # SIGTERM/SIGINT received before the event loop's handlers were installed
+
+
+def _record_signal(signum: int, frame: object) -> None:
+    _early_signals.append(signum)  # only record; _main acts once its loop runs (or the cleanup goes on)
 
 
 def make_rundir(shards: int) -> str:
@@ -47,6 +52,8 @@ def make_rundir(shards: int) -> str:
 def run(cfg: Config) -> int:
     """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
     setup_logging(cfg.log_level, cfg.log_format)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # from the bind on, a signal must never skip the cleanup
+        signal.signal(sig, _record_signal)
     try:
         sock = bind_uds(cfg.uds)
     except BindError as e:
@@ -92,14 +99,19 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
 
     node = Node(cfg, rundir)
     node.role.start_primary()
-    node.pool.start()
     limits = HttpLimits(
         cfg.http_max_header_bytes, cfg.http_read_header_timeout, cfg.http_read_timeout, cfg.http_write_timeout
     )
     server = make_server(App(node), limits, cfg.http_idle_timeout, DRAIN_TIMEOUT)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    node.pool.start()
     serve = loop.create_task(server.serve(sockets=[sock]))  # type: ignore[list-item]
+    for _ in range(1000):  # listener first (≤ 1 s), then the shard processes
+        if server.started or serve.done():
+            break
+        await asyncio.sleep(0.001)
+    node.pool.spawn_all()
     gc = loop.create_task(Collector(node, cfg.gc_interval).run())
     waiter = loop.create_task(stop.wait())
     await asyncio.wait([serve, waiter], return_when=asyncio.FIRST_COMPLETED)
@@ -115,4 +127,5 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
     await node.pool.stop(SHARD_STOP_TIMEOUT)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
+        signal.signal(sig, _record_signal)  # already stopping: a late signal must not cut the cleanup short
     return 0

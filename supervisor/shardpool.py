@@ -74,22 +74,35 @@ class ShardPool:
 
     # --- start / replace ------------------------------------------------------------------
     def start(self) -> None:
+        """Open every channel (requests queue in ZeroMQ until the shard binds); ``spawn_all`` starts the
+        processes — the supervisor calls it once its HTTP listener is up, so start-up stays short."""
         self.loop = asyncio.get_running_loop()
         for slot in self.slots:
-            self._spawn(slot)
+            self._open(slot)
         self.channels = [s.channel for s in self.slots]  # type: ignore[misc]
         self._monitor = self.loop.create_task(self._watch())
 
-    def _spawn(self, slot: Slot) -> None:
+    def spawn_all(self) -> None:
+        for slot in self.slots:
+            if not self.stopping and slot.proc is None:
+                self._spawn_process(slot)
+
+    def _open(self, slot: Slot) -> None:
         assert self.loop is not None
         slot.generation += 1
-        endpoint = self.endpoint(slot)
-        slot.channel = ShardChannel(self.ctx, endpoint, self.loop)
+        slot.channel = ShardChannel(self.ctx, self.endpoint(slot), self.loop)
         if self.channels:
             self.channels[slot.index] = slot.channel
+
+    def _spawn(self, slot: Slot) -> None:
+        self._open(slot)
+        self._spawn_process(slot)
+
+    def _spawn_process(self, slot: Slot) -> None:
+        assert self.loop is not None
         proc = _MP.Process(
             target=shard_main,
-            args=(slot.index, self.n, endpoint, self.settings),
+            args=(slot.index, self.n, self.endpoint(slot), self.settings),
             name=f"bbd-shard-{slot.index}",
             daemon=True,
         )
@@ -221,7 +234,7 @@ def _stop_resource_tracker() -> None:
     """
     from multiprocessing import resource_tracker
 
-    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # private, but since 3.8
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # private API: absent on some Pythons
     if stop is not None:
         try:
             stop()
