@@ -39,8 +39,10 @@ def _die_with_parent() -> None:
 
 def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any]) -> None:
     """Process entry point. ``settings`` is plain data (spawn pickles it): keys, site, timeouts, log level."""
-    parent = os.getppid()
+    parent = settings.get("supervisor_pid") or os.getppid()
     _die_with_parent()
+    if os.getppid() != parent:  # the supervisor died before PDEATHSIG was armed
+        return
     stop = False
 
     def on_term(signum: int, frame: object) -> None:

@@ -67,7 +67,10 @@ def build_admin(node: Node) -> Starlette:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
-            return _error(ApiError(405, "Method Not Allowed"), dict(exc.headers or {}))
+            headers = dict(exc.headers or {})
+            if "Allow" in headers:  # Starlette joins a set: make the order stable ("GET, HEAD")
+                headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", ")))
+            return _error(ApiError(405, "Method Not Allowed"), headers)
         return _error(errors.PAGE_NOT_FOUND if exc.status_code == 404 else ApiError(exc.status_code, exc.detail))
 
     routes = [
@@ -75,7 +78,9 @@ def build_admin(node: Node) -> Starlette:
         Route("/internal/promote", promote, methods=["POST"]),
         Route("/internal/release-lock/{id:str}", release_lock, methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.router.redirect_slashes = False  # §2.1: no trailing-slash normalisation ("/status/" is 404)
+    return app
 
 
 class App:

@@ -23,8 +23,11 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Result = tuple[int, Any, Any, bytes]
 _ALLOW_POST = b"POST"
-_COUNTER_SLACK = 84  # largest counter representation: growth of a counter op never exceeds it + 256
+# Reservations are the largest growth a request can cause (SPEC §6: size = body + 256):
+# a create grows by len(body) + 256 at most (a counter's stored form is never longer than its spec);
+# a blob write by len(body); a counter write by the digits of one int64 value.
 _OVERHEAD = 256
+_COUNTER_GROWTH = 20
 
 
 class StoreApi:
@@ -82,6 +85,8 @@ class StoreApi:
         c = self._customers.get(raw) if raw else None
         if c is not None:
             return c
+        if raw:
+            raw_key, raw = raw, raw.strip(b" \t")  # httptools keeps trailing OWS; HTTP says it is not the value
         if not raw:
             return errors.MISSING_CUSTOMER
         text = raw.decode("latin-1")
@@ -89,7 +94,7 @@ class StoreApi:
             return errors.INVALID_CUSTOMER
         if len(self._customers) > 100_000:  # bound the cache; it refills from live traffic
             self._customers.clear()
-        self._customers[raw] = text
+        self._customers[raw_key] = text
         return text
 
     # --- helpers -----------------------------------------------------------------------------
@@ -137,7 +142,7 @@ class StoreApi:
         if ttl is BAD_TTL:
             raise errors.INVALID_TTL
         shard = self.node.next_shard()
-        allow = self.node.accounting.reserve(customer, max(len(body), _COUNTER_SLACK) + _OVERHEAD)
+        allow = self.node.accounting.reserve(customer, len(body) + _OVERHEAD)
         res = await self.call(shard, wire.OP_CREATE, "", customer, ttl, self.barrier_flag(), None, allow, None, body)
         self.node.accounting.apply(shard, customer, res[1])
         await responses.send_ok(send, res[3], responses.TEXT)
@@ -166,7 +171,7 @@ class StoreApi:
         body, too_large = await self.body(receive)
         ttl, flags = self.ttl_and_flags(h, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
         shard = self.node.shard_for(sid)
-        allow = None if too_large else self.node.accounting.reserve(customer, len(body) + _OVERHEAD)
+        allow = None if too_large else self.node.accounting.reserve(customer, len(body))
         res = await self.call(
             shard, wire.OP_COMPLETE, sid, customer, ttl, flags, h.lock.decode("latin-1"), allow, None, body
         )
@@ -185,9 +190,7 @@ class StoreApi:
         body, too_large = await self.body(receive)
         ttl, flags = self.ttl_and_flags(h, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
         shard = self.node.shard_for(sid)
-        allow = None if too_large else self.node.accounting.reserve(
-            customer, max(len(body), _COUNTER_SLACK) + _OVERHEAD
-        )
+        allow = None if too_large else self.node.accounting.reserve(customer, max(len(body), _COUNTER_GROWTH))
         res = await self.call(shard, wire.OP_UPDATE, sid, customer, ttl, flags, None, allow, None, body)
         self.node.accounting.apply(shard, customer, res[1])
         await responses.send_ok(send, b"", None)
@@ -206,7 +209,7 @@ class StoreApi:
         # §13 fix 15: counter mutations are refused in the lock-state-unknown window too.
         ttl, flags = self.ttl_and_flags(h, flags | self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
         shard = self.node.shard_for(sid)
-        allow = None if too_large else self.node.accounting.reserve(customer, _COUNTER_SLACK + _OVERHEAD)
+        allow = None if too_large else self.node.accounting.reserve(customer, _COUNTER_GROWTH)
         res = await self.call(shard, wire.OP_ADD, sid, customer, ttl, flags, None, allow, None, body)
         self.node.accounting.apply(shard, customer, res[1])
         await responses.send_ok(send, res[3], responses.JSON)

@@ -8,10 +8,9 @@ entry is re-read, because another request may have changed it meanwhile.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bigbunny import errors, wire
-from bigbunny.errors import ApiError
 from supervisor import responses
 from supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, valid_name
 from supervisor.requests import BAD_TTL, Headers, parse_ttl
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
     from supervisor.api import Receive, Send, StoreApi
 
 DEFAULT_TTL = 1_209_600
-RESERVATION_LOST = ApiError(409, "reservation expired", "NameCreating")
 
 
 def _name(param: str) -> str:
@@ -65,7 +63,6 @@ class NamesApi:
             if reg.get(customer, name) is entry and entry.state == ACTIVE:
                 reg.remove(entry)  # §13 fix 7: an expired target is free; create anew
         body, too_large = await self.api.body(receive)
-        self._check_free(reg.get(customer, name), h.reuse)
         if too_large:
             raise errors.BODY_TOO_LARGE
         ttl = parse_ttl(h.ttl, True)
@@ -73,10 +70,11 @@ class NamesApi:
             raise errors.INVALID_TTL
         if self.node.role.barrier:
             raise errors.JOIN_SYNCING
+        self._check_free(reg.get(customer, name), h.reuse)  # §2.4: the reservation step comes last
         entry = reg.reserve(customer, name)
         flags = wire.F_NAMED | (wire.F_JSON if _is_json(h.content_type) else 0)
         shard = self.node.next_shard()
-        allow = self.node.accounting.reserve(customer, max(len(body), 84) + 256)
+        allow = self.node.accounting.reserve(customer, len(body) + 256)
         try:
             res = await self.api.call(shard, wire.OP_CREATE, "", customer, ttl, flags, None, allow, name, body)
         except BaseException:
@@ -86,7 +84,7 @@ class NamesApi:
         sid = res[3].decode()
         if not reg.commit(entry, sid, time.time() + (DEFAULT_TTL if ttl is None else ttl)):
             await self._force_delete(sid, customer)
-            raise RESERVATION_LOST
+            raise errors.NAME_CREATING  # another request took the name over meanwhile
         await self.api.call(shard, wire.OP_CLEAR_PENDING, sid, "")
         await responses.send_ok(send, res[3], responses.TEXT)
 
@@ -142,6 +140,3 @@ class NamesApi:
             tombs.finish(customer, admitted)
         reg.remove(entry)
         await responses.send_ok(send, b"", None)
-
-    def states(self) -> dict[str, Any]:
-        return self.node.registry.states()

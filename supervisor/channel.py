@@ -25,6 +25,13 @@ log = logging.getLogger("bbd.channel")
 Result = tuple[int, Any, Any, bytes]
 
 
+# Loop turns a batch waits before it is sent: requests parsed in those turns join it, so one ZeroMQ
+# send (which wakes ZeroMQ's I/O thread, ~15 µs) serves several requests. Measured on 2 cores,
+# snapshot C=64: 1 turn → 3.5 requests/batch, 46 µs supervisor CPU/request; 3 turns → ~6, 35-39 µs.
+FLUSH_AFTER_TURNS = 3
+STALE_AFTER = 5.0
+
+
 class ShardDown(Exception):
     """The shard behind this channel is not serving (dead, hung, restarting)."""
 
@@ -44,6 +51,7 @@ class ShardChannel:
         self.hdrs: list[tuple[Any, ...]] = []
         self.bodies: list[bytes] = []
         self.flush_scheduled = False
+        self._seen: set[int] = set()
         self.closed = False
         self._rid = itertools.count(1).__next__
         loop.add_reader(self.fd, self._drain)
@@ -71,17 +79,32 @@ class ShardChannel:
         self.bodies.append(body)
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush_later, FLUSH_AFTER_TURNS)
         return fut
+
+    def _flush_later(self, turns: int) -> None:
+        if turns > 1:
+            self.loop.call_soon(self._flush_later, turns - 1)
+        else:
+            self._flush()
 
     def _flush(self) -> None:
         self.flush_scheduled = False
         if self.closed or not self.hdrs:
             return
-        frames = wire.pack(self.hdrs, self.bodies)
+        hdrs, bodies = self.hdrs, self.bodies
+        self.hdrs, self.bodies = [], []
+        try:
+            frames = wire.pack(hdrs, bodies)
+        except (ValueError, TypeError, OverflowError) as e:  # a bug must fail its requests, not wedge the channel
+            log.error("cannot encode a batch for %s: %s", self.endpoint, e)
+            for h in hdrs:
+                self._fail(h[0], errors.INTERNAL)
+            return
         try:
             self.sock.send_multipart(frames, zmq.NOBLOCK, copy=True)
         except zmq.Again:  # cannot happen with SNDHWM 0, but never lose requests silently
+            self.hdrs, self.bodies = hdrs + self.hdrs, bodies + self.bodies
             self.flush_scheduled = True
             self.loop.call_later(0.001, self._flush)
             return
@@ -89,8 +112,21 @@ class ShardChannel:
             log.error("send to %s failed: %s", self.endpoint, e)
             self.close()
             return
-        self.hdrs, self.bodies = [], []
         self._drain()
+
+    def _fail(self, rid: int, exc: BaseException) -> None:
+        fut = self.pending.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+
+    def expire_stale(self) -> int:
+        """Fail requests that were already pending at the previous call (≥ ``STALE_AFTER`` apart):
+        a shard that answers pings but lost a request must not leave its client waiting forever."""
+        stale = [rid for rid in self._seen if rid in self.pending]
+        for rid in stale:
+            self._fail(rid, ShardDown())
+        self._seen = set(self.pending)
+        return len(stale)
 
     def _drain(self) -> None:
         sock, pending = self.sock, self.pending

@@ -45,7 +45,9 @@ def _plain(status: int, reason: str, msg: str) -> bytes:
     ).encode() + body
 
 
+_BAD_REQUEST = _plain(400, "Bad Request", "malformed HTTP request")
 _TOO_LARGE = _plain(431, "Request Header Fields Too Large", "request header fields too large")
+_REFUSE_LINGER = 0.5  # s to keep discarding a refused request's input after the 431
 
 
 class _HeaderOverflow(Exception):
@@ -88,6 +90,7 @@ def make_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
 
     class BbdHttpProtocol(HttpToolsProtocol):
         _hdr_bytes = 0
+        _refused = False
         _hdr_timer: asyncio.TimerHandle | None = None
         _read_timer: asyncio.TimerHandle | None = None
         _write_timer: asyncio.TimerHandle | None = None
@@ -104,22 +107,39 @@ def make_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # 431 sent: discard the rest of the request until the client closes
             self._unset_keepalive_if_required()
             try:
                 self.parser.feed_data(data)
             except _HeaderOverflow:
-                self.transport.write(_TOO_LARGE)
-                self.transport.close()
+                self._refuse_headers()
             except httptools.HttpParserCallbackError as e:
                 if isinstance(e.__context__, _HeaderOverflow) or self._hdr_bytes > limits.max_header_bytes:
-                    self.transport.write(_TOO_LARGE)
-                    self.transport.close()
+                    self._refuse_headers()
                 else:
                     self.send_400_response("Invalid HTTP request received.")
             except httptools.HttpParserError:
                 self.send_400_response("Invalid HTTP request received.")
             except httptools.HttpParserUpgrade:
                 self.send_400_response("Upgrade not supported.")
+
+        def send_400_response(self, msg: str) -> None:
+            """Unparsable request: our plain error format (not uvicorn's), then close."""
+            if not self.transport.is_closing():
+                self.transport.write(_BAD_REQUEST)
+                self.transport.close()
+
+        def _refuse_headers(self) -> None:
+            """431, then half-close and keep reading (discarding) briefly, like Go's closeWriteAndWait:
+            a client still sending its request would otherwise fail on a closed socket, never seeing the 431."""
+            self._refused = True
+            self.transport.write(_TOO_LARGE)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+                self.loop.call_later(_REFUSE_LINGER, self.transport.close)
+            else:
+                self.transport.close()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()

@@ -105,6 +105,8 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
     server = make_server(App(node), limits, cfg.http_idle_timeout, DRAIN_TIMEOUT)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    for sig in _early_signals:  # a signal that arrived during start-up stops us now
+        on_signal(sig)
     node.pool.start()
     serve = loop.create_task(server.serve(sockets=[sock]))  # type: ignore[list-item]
     for _ in range(1000):  # listener first (≤ 1 s), then the shard processes

@@ -6,6 +6,7 @@ they need: role/epoch, rate limiter, accounting, tombstones, registry and the sh
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -58,4 +59,5 @@ def shard_settings(cfg: Config) -> dict[str, Any]:
         "verify_site": not cfg.disable_site_verification,
         "lock_timeout": cfg.lock_timeout,
         "log_level": cfg.log_level,
+        "supervisor_pid": os.getpid(),
     }

@@ -47,17 +47,18 @@ class Headers:
                     no_forward = v
         self.customer: bytes | None = customer
         self.ttl: bytes | None = ttl
-        self.lock: bytes | None = lock
+        self.lock: bytes | None = lock.strip(b" \t") if lock else lock
         self.reuse = reuse is not None and reuse.strip().lower() in _TRUE
         self.content_type: bytes | None = content_type
         self.no_forward = no_forward is not None and no_forward.strip().lower() == b"true"
 
 
 def decode_segment(raw: bytes) -> str:
-    """Percent-decode one path segment (store IDs are used verbatim after decoding)."""
+    """Percent-decode one path segment (store IDs are used verbatim after decoding). Bytes that are
+    not UTF-8 become U+FFFD: such a segment is never a valid ID or name, and it stays encodable."""
     if b"%" in raw:
         raw = unquote_to_bytes(raw)
-    return raw.decode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "replace")
 
 
 def parse_ttl(raw: bytes | None, creating: bool) -> Any:

@@ -25,7 +25,7 @@ import zmq
 
 from bigbunny import wire
 from shards.worker import shard_main
-from supervisor.channel import ShardChannel, ShardDown
+from supervisor.channel import STALE_AFTER, ShardChannel, ShardDown
 
 log = logging.getLogger("bbd.shards")
 PING_EVERY = 0.5
@@ -144,7 +144,8 @@ class ShardPool:
     async def _ping(self, slot: Slot) -> None:
         channel = slot.channel
         assert channel is not None
-        slot.ping_sent = time.monotonic()
+        if slot.ping_sent is None:  # the oldest unanswered ping is what hang detection measures
+            slot.ping_sent = time.monotonic()
         try:
             err, a, b, _ = await channel.call(wire.OP_PING)
         except ShardDown:
@@ -158,12 +159,17 @@ class ShardPool:
                 self._ready.set()
 
     async def _watch(self) -> None:
+        ticks = 0
         while not self.stopping:
             await asyncio.sleep(PING_EVERY)
+            ticks += 1
             now = time.monotonic()
             for slot in self.slots:
                 if slot.channel is None or slot.channel.closed:
                     continue
+                if ticks % int(STALE_AFTER / PING_EVERY) == 0 and slot.channel.expire_stale():
+                    log.error("shard %d (pid %s) left requests unanswered for %.0f s; failed them",
+                              slot.index, slot.pid, STALE_AFTER)
                 if slot.ping_sent is None:
                     assert self.loop is not None
                     self.loop.create_task(self._ping(slot))
@@ -189,8 +195,11 @@ class ShardPool:
             return False
 
     async def refresh(self, timeout: float = 1.0) -> None:
-        """Ping every live shard now (used by /status for exact counts); down shards keep zeros."""
-        live = [s for s in self.slots if s.up and s.channel is not None and not s.channel.closed]
+        """Ping every live shard now (used by /status for exact counts). A shard that is down, or
+        still owes an answer to an earlier ping, keeps its last figures: /status never waits on it."""
+        live = [
+            s for s in self.slots if s.up and s.ping_sent is None and s.channel is not None and not s.channel.closed
+        ]
         if live:
             await asyncio.wait([asyncio.ensure_future(self._ping(s)) for s in live], timeout=timeout)
 
