@@ -52,6 +52,9 @@ OP_CLEAR_PENDING = 13
 OP_ALIVE = 14
 OP_FORCE_DELETE = 15
 OP_USAGE = 16
+OP_APPLY = 17  # a replicated store record (SPEC §7.4)
+OP_DUMP = 18  # every store, for a join snapshot (§7.6)
+OP_LOAD = 19  # replace/insert stores from a join snapshot
 
 # --- flags -------------------------------------------------------------------------------------
 F_BARRIER = 1  # join barrier held: mutation fails with JoinSyncing at its barrier step

@@ -27,11 +27,15 @@ _MINT_ATTEMPTS = 100_000
 class ShardOps:
     """Dispatches decoded requests to the engine; owns nothing but the codec and the engine."""
 
-    def __init__(self, index: int, shards: int, engine: StoreEngine, codec: StoreIdCodec) -> None:
+    def __init__(
+        self, index: int, shards: int, engine: StoreEngine, codec: StoreIdCodec, replicate: bool = False
+    ) -> None:
         self.index = index
         self.shards = shards
         self.engine = engine
         self.codec = codec
+        self.replicate = replicate  # with a peer: mutations return their replication record
+        self.rec: list[Any] | None = None
         self.table: dict[int, Handler] = {
             wire.OP_CREATE: self.create,
             wire.OP_SNAPSHOT: self.snapshot,
@@ -49,6 +53,9 @@ class ShardOps:
             wire.OP_ALIVE: self.alive,
             wire.OP_FORCE_DELETE: self.force_delete,
             wire.OP_USAGE: self.usage,
+            wire.OP_APPLY: self.apply,
+            wire.OP_DUMP: self.dump,
+            wire.OP_LOAD: self.load,
         }
 
     def handle(self, hdr: list[Any], body: bytes) -> tuple[list[Any], bytes]:
@@ -57,8 +64,13 @@ class ShardOps:
         try:
             handler = self.table[hdr[1]]
             a, b, out = handler(hdr, body)
-            return [rid, wire.OK, a, b], out
+            rec = self.rec
+            if rec is None:
+                return [rid, wire.OK, a, b], out
+            self.rec = None
+            return [rid, wire.OK, a, b, rec], out
         except ApiError as e:
+            self.rec = None
             e.__traceback__ = e.__context__ = None  # errors are shared singletons: don't let frames pile up
             return [rid, errors.ERROR_INDEX.get(e, 0), None, None], b""
         except Exception:  # a bug must cost one request, not the shard
@@ -68,13 +80,20 @@ class ShardOps:
             return [rid, 0, None, None], b""
 
     # --- helpers ---------------------------------------------------------------------------
-    def _open(self, sid: str, customer: str) -> None:
+    def _open(self, sid: str, customer: str) -> str:
+        """Check the ID opens under ``customer`` (and belongs here); returns its shard_id."""
         if shard_of(sid, self.shards) != self.index:
             raise errors.INVALID_STORE_ID
         try:
-            self.codec.open(sid, customer)
+            return self.codec.open(sid, customer)[0]
         except StoreIdError:
             raise errors.INVALID_STORE_ID from None
+
+    def _put_record(self, kind: str, shard_id: str | None, sid: str) -> None:
+        if self.replicate:
+            state = self.engine.state(sid)
+            if state is not None:
+                self.rec = [kind, shard_id, *state]
 
     @staticmethod
     def _allow(hdr: list[Any]) -> tuple[int, int] | None:
@@ -86,18 +105,19 @@ class ShardOps:
         """``[rid, CREATE, "", cust, ttl, flags, None, allow, pending_name]`` → a = growth; body = new ID."""
         customer, flags = hdr[3], hdr[5]
         counter = counterjson.parse_counter_spec(body, bool(flags & wire.F_NAMED), bool(flags & wire.F_JSON))
-        sid = self._mint(customer)
+        sid, shard_id = self._mint(customer)
         if flags & wire.F_BARRIER:
             raise errors.JOIN_SYNCING
         growth = self.engine.create(sid, customer, body, counter, hdr[4], hdr[8], self._allow(hdr))
+        self._put_record("C", shard_id, sid)
         return growth, None, sid.encode()
 
-    def _mint(self, customer: str) -> str:
+    def _mint(self, customer: str) -> tuple[str, str]:
         # Draw IDs until one lands on this shard: placement stays a pure function of the ID string.
         for _ in range(_MINT_ATTEMPTS):
-            sid = self.codec.mint(customer)
+            sid, shard_id, _ = self.codec.mint_parts(customer)
             if shard_of(sid, self.shards) == self.index:
-                return sid
+                return sid, shard_id
         raise errors.INTERNAL
 
     def snapshot(self, hdr: list[Any], body: bytes) -> Reply:
@@ -109,18 +129,20 @@ class ShardOps:
     def begin(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, BEGIN, sid, cust, None, flags]`` → a = TTL remaining, b = lock ID; body = current bytes."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
-        self._open(sid, customer)
+        shard_id = self._open(sid, customer)
         if flags & wire.F_LOCK_UNKNOWN:
             raise errors.LOCK_STATE_UNKNOWN
         if flags & wire.F_BARRIER:
             raise errors.JOIN_SYNCING
         data, ttl, lock_id = self.engine.begin_modify(sid, customer)
+        if self.replicate:
+            self.rec = ["L", shard_id, sid, customer, lock_id]
         return ttl, lock_id, data
 
     def complete(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, COMPLETE, sid, cust, ttl, flags, lock, allow]`` → a = growth."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
-        self._open(sid, customer)
+        shard_id = self._open(sid, customer)
         if flags & wire.F_LOCK_UNKNOWN:
             raise errors.LOCK_STATE_UNKNOWN
         if flags & wire.F_TOO_LARGE:
@@ -129,7 +151,9 @@ class ShardOps:
             raise errors.INVALID_TTL
         if flags & wire.F_BARRIER:
             raise errors.JOIN_SYNCING
-        return self.engine.complete_modify(sid, customer, hdr[6], body, hdr[4], self._allow(hdr)), None, b""
+        growth = self.engine.complete_modify(sid, customer, hdr[6], body, hdr[4], self._allow(hdr))
+        self._put_record("U", shard_id, sid)
+        return growth, None, b""
 
     def cancel(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, CANCEL, sid, cust, None, flags, lock]`` → nothing."""
@@ -140,6 +164,8 @@ class ShardOps:
         if flags & wire.F_BARRIER:
             raise errors.JOIN_SYNCING
         self.engine.cancel_modify(sid, customer, hdr[6])
+        if self.replicate:
+            self.rec = ["R", None, sid, customer, hdr[6]]
         return None, None, b""
 
     def update(self, hdr: list[Any], body: bytes) -> Reply:
@@ -155,7 +181,9 @@ class ShardOps:
         if flags & wire.F_BARRIER:
             self.engine.check_live(sid, customer)
             raise errors.JOIN_SYNCING
-        return self.engine.update(sid, customer, body, hdr[4], self._allow(hdr)), None, b""
+        growth = self.engine.update(sid, customer, body, hdr[4], self._allow(hdr))
+        self._put_record("U", None, sid)
+        return growth, None, b""
 
     def add(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, ADD, sid, cust, ttl, flags(+F_DECREMENT), None, allow]`` → a = growth; body = counter JSON."""
@@ -173,6 +201,7 @@ class ShardOps:
         if flags & wire.F_DECREMENT:
             delta = -delta
         out, growth = self.engine.add(sid, customer, delta, hdr[4], self._allow(hdr))
+        self._put_record("U", None, sid)
         return growth, None, out
 
     def delete(self, hdr: list[Any], body: bytes) -> Reply:
@@ -183,6 +212,8 @@ class ShardOps:
             raise errors.JOIN_SYNCING
         if flags & wire.F_NO_TOMBSTONE:
             raise errors.TOMBSTONE_LIMIT
+        if self.replicate:
+            self.rec = ["D", None, sid, customer]
         return self.engine.delete(sid, customer), None, b""
 
     # --- ops without a customer --------------------------------------------------------------
@@ -220,4 +251,45 @@ class ShardOps:
 
     def usage(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, USAGE]`` → a = {customer: bytes}."""
+        return self.engine.usage(), None, b""
+
+    # --- replication and join ----------------------------------------------------------------
+    def apply(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, APPLY, ..., extra=[record, held_since]]`` → a = growth, b = customer of the store.
+
+        A replicated record is applied only if its ID opens under (our site, the record's customer)
+        and, when given, its shard_id matches the decrypted one (SPEC §7.4); anything else is dropped.
+        """
+        rec, held_since = hdr[8]
+        kind, shard_id, sid, customer = rec[0], rec[1], rec[2], rec[3]
+        if shard_of(sid, self.shards) != self.index:
+            raise errors.INVALID_STORE_ID
+        try:
+            opened = self.codec.open(sid, customer)[0]
+        except StoreIdError:
+            raise errors.INVALID_STORE_ID from None
+        if shard_id is not None and shard_id != opened:
+            raise errors.INVALID_STORE_ID
+        engine = self.engine
+        if kind == "C" or kind == "U":
+            return engine.apply_put(rec[2:], kind == "C"), customer, b""
+        if kind == "D":
+            res = engine.force_delete(sid)
+            return (0 if res is None else res[1]), customer, b""
+        if kind == "L":
+            engine.apply_lock(sid, rec[4], held_since)
+        elif kind == "R":
+            engine.apply_unlock(sid, rec[4])
+        return 0, customer, b""
+
+    def dump(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, DUMP]`` → a = every store as a full record (join snapshot)."""
+        return self.engine.dump(), None, b""
+
+    def load(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, LOAD, ..., extra=[clear_first, records]]`` → a = usage by customer afterwards."""
+        clear, records = hdr[8]
+        if clear:
+            self.engine.clear()
+        self.engine.load(records)
         return self.engine.usage(), None, b""

@@ -59,7 +59,7 @@ def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any])
     keys = KeySet({k: bytes.fromhex(v) for k, v in settings["keys"].items()}, settings["current"])
     codec = StoreIdCodec(keys, settings["site"], settings["verify_site"])
     engine = StoreEngine(lock_timeout=settings["lock_timeout"])
-    ops = ShardOps(index, shards, engine, codec)
+    ops = ShardOps(index, shards, engine, codec, replicate=bool(settings.get("replicate")))
 
     ctx = zmq.Context(1)
     sock = ctx.socket(zmq.DEALER)

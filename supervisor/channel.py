@@ -129,9 +129,11 @@ class ShardChannel:
         return len(stale)
 
     def _drain(self) -> None:
+        # Receive until EAGAIN rather than asking ZMQ_EVENTS first: each libzmq call costs syscalls
+        # (getpid, poll) that are expensive in a VM, and EAGAIN also re-arms the edge-triggered FD.
         sock, pending = self.sock, self.pending
         try:
-            while not self.closed and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            while not self.closed:
                 for hdr, body in wire.unpack(sock.recv_multipart(zmq.NOBLOCK, copy=True)):
                     fut = pending.pop(hdr[0], None)
                     if fut is not None and not fut.done():

@@ -60,4 +60,5 @@ def shard_settings(cfg: Config) -> dict[str, Any]:
         "lock_timeout": cfg.lock_timeout,
         "log_level": cfg.log_level,
         "supervisor_pid": os.getpid(),
+        "replicate": bool(cfg.peers),
     }
