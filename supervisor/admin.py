@@ -46,8 +46,11 @@ def build_admin(node: Node) -> Starlette:
     async def promote(request: Request) -> Response:
         if node.role.barrier:
             return _error(errors.JOIN_SYNCING)
-        node.role.promote()
-        log.warning("promoted to PRIMARY by operator request (epoch %d)", node.role.epoch)
+        if node.cluster is not None:
+            node.cluster.promote("operator request")
+        else:
+            node.role.promote()
+            log.warning("role PRIMARY (epoch %d): operator request", node.role.epoch)
         return _text("promoted")
 
     async def release_lock(request: Request) -> Response:

@@ -18,11 +18,13 @@ from supervisor import responses
 from supervisor.channel import ShardDown
 from supervisor.node import Node
 from supervisor.requests import BAD_TTL, Disconnected, Headers, decode_segment, parse_ttl, read_body
+from supervisor.role import JOINING, PRIMARY
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Result = tuple[int, Any, Any, bytes]
 _ALLOW_POST = b"POST"
+DEGRADED = ((b"bigbunny-warning", b"DegradedWrite"),)
 # Reservations are the largest growth a request can cause (SPEC §6: size = body + 256):
 # a create grows by len(body) + 256 at most (a counter's stored form is never longer than its spec);
 # a blob write by len(body); a counter write by the digits of one int64 value.
@@ -40,20 +42,20 @@ class StoreApi:
         self.max_body = node.cfg.max_store_size
         self._customers: dict[bytes, str] = {}
         names = NamesApi(self)
-        # path segment -> (handler, takes a {param} segment)
-        self.routes: dict[bytes, tuple[Callable[..., Awaitable[None]], bool]] = {
-            b"create": (self.create, False),
-            b"snapshot": (self.snapshot, True),
-            b"begin-modify": (self.begin_modify, True),
-            b"complete-modify": (self.complete_modify, True),
-            b"cancel-modify": (self.cancel_modify, True),
-            b"update": (self.update, True),
-            b"increment": (self.increment, True),
-            b"decrement": (self.decrement, True),
-            b"delete": (self.delete, True),
-            b"create-by-name": (names.create_by_name, True),
-            b"delete-by-name": (names.delete_by_name, True),
-            b"lookup-id-by-name": (names.lookup, True),
+        # path segment -> (handler, takes a {param} segment, forwarded to the primary when not primary)
+        self.routes: dict[bytes, tuple[Callable[..., Awaitable[None]], bool, bool]] = {
+            b"create": (self.create, False, True),
+            b"snapshot": (self.snapshot, True, False),
+            b"begin-modify": (self.begin_modify, True, True),
+            b"complete-modify": (self.complete_modify, True, True),
+            b"cancel-modify": (self.cancel_modify, True, True),
+            b"update": (self.update, True, True),
+            b"increment": (self.increment, True, True),
+            b"decrement": (self.decrement, True, True),
+            b"delete": (self.delete, True, True),
+            b"create-by-name": (names.create_by_name, True, True),
+            b"delete-by-name": (names.delete_by_name, True, True),
+            b"lookup-id-by-name": (names.lookup, True, False),
         }
 
     # --- dispatch ----------------------------------------------------------------------------
@@ -65,6 +67,9 @@ class StoreApi:
         if scope["method"] != "POST":
             return await responses.send_method_not_allowed(send, _ALLOW_POST)
         h = Headers(scope["headers"])
+        role = self.node.role
+        if role.role != PRIMARY and self.node.cluster is not None and (route[2] or role.role == JOINING):
+            return await self.node.cluster.forwarder.forward(scope, receive, send, h)  # §2.4: forward first
         customer = self._customer(h.customer)
         if customer.__class__ is ApiError:
             return await responses.send_error(send, customer)
@@ -110,10 +115,13 @@ class StoreApi:
     async def call(self, shard: int, op: int, sid: str, customer: str, ttl: Any = None, flags: int = 0,
                    lock: str | None = None, allow: Any = None, extra: Any = None, body: bytes = b"") -> Result:
         """One shard round trip; applies reported growth and releases the reservation."""
-        acct = self.node.accounting
+        node = self.node
+        acct = node.accounting
+        node.inflight_mutations += 1
         try:
-            res = await self.node.channels[shard].call(op, sid, customer, ttl, flags, lock, allow, extra, body)
+            res = await node.channels[shard].call(op, sid, customer, ttl, flags, lock, allow, extra, body)
         finally:
+            node.inflight_mutations -= 1
             if allow is not None:
                 acct.release(customer, allow)
         err = res[0]
@@ -122,6 +130,8 @@ class StoreApi:
             if e.status == 507:
                 acct.count_rejection(e.code)
             raise e
+        if res[4] is not None:
+            node.replicate(res[4])
         return res
 
     def ttl_and_flags(self, h: Headers, flags: int, creating: bool = False) -> tuple[Any, int]:
@@ -135,6 +145,7 @@ class StoreApi:
 
     # --- endpoints ---------------------------------------------------------------------------
     async def create(self, send: Send, receive: Receive, h: Headers, customer: str, _: str) -> None:
+        warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
         body, too_large = await self.body(receive)
         if too_large:
             raise errors.BODY_TOO_LARGE
@@ -145,7 +156,7 @@ class StoreApi:
         allow = self.node.accounting.reserve(customer, len(body) + _OVERHEAD)
         res = await self.call(shard, wire.OP_CREATE, "", customer, ttl, self.barrier_flag(), None, allow, None, body)
         self.node.accounting.apply(shard, customer, res[1])
-        await responses.send_ok(send, res[3], responses.TEXT)
+        await responses.send_ok(send, res[3], responses.TEXT, warn)
 
     async def snapshot(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
         res = await self.call(self.node.shard_for(sid), wire.OP_SNAPSHOT, sid, customer)
@@ -166,6 +177,7 @@ class StoreApi:
         )
 
     async def complete_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
+        warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
         if not h.lock:
             raise errors.MISSING_LOCK_ID
         body, too_large = await self.body(receive)
@@ -176,7 +188,7 @@ class StoreApi:
             shard, wire.OP_COMPLETE, sid, customer, ttl, flags, h.lock.decode("latin-1"), allow, None, body
         )
         self.node.accounting.apply(shard, customer, res[1])
-        await responses.send_ok(send, b"", None)
+        await responses.send_ok(send, b"", None, warn)
 
     async def cancel_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
         if not h.lock:
@@ -187,13 +199,14 @@ class StoreApi:
         await responses.send_ok(send, b"", None)
 
     async def update(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
+        warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
         body, too_large = await self.body(receive)
         ttl, flags = self.ttl_and_flags(h, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
         shard = self.node.shard_for(sid)
         allow = None if too_large else self.node.accounting.reserve(customer, max(len(body), _COUNTER_GROWTH))
         res = await self.call(shard, wire.OP_UPDATE, sid, customer, ttl, flags, None, allow, None, body)
         self.node.accounting.apply(shard, customer, res[1])
-        await responses.send_ok(send, b"", None)
+        await responses.send_ok(send, b"", None, warn)
 
     async def increment(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
         await self._add(send, receive, h, customer, sid, 0)
@@ -202,6 +215,7 @@ class StoreApi:
         await self._add(send, receive, h, customer, sid, wire.F_DECREMENT)
 
     async def _add(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str, flags: int) -> None:
+        warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
         sid = sid.strip()
         if not sid:
             raise errors.MISSING_STORE_ID
@@ -212,9 +226,10 @@ class StoreApi:
         allow = None if too_large else self.node.accounting.reserve(customer, _COUNTER_GROWTH)
         res = await self.call(shard, wire.OP_ADD, sid, customer, ttl, flags, None, allow, None, body)
         self.node.accounting.apply(shard, customer, res[1])
-        await responses.send_ok(send, res[3], responses.JSON)
+        await responses.send_ok(send, res[3], responses.JSON, warn)
 
     async def delete(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
+        warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
         tombs = self.node.tombstones
         admitted = tombs.admit(sid, customer)
         flags = self.barrier_flag() | (wire.F_NO_TOMBSTONE if admitted is False else 0)
@@ -225,4 +240,4 @@ class StoreApi:
             tombs.finish(customer, admitted)
         tombs.add(sid, customer)
         self.node.accounting.apply(shard, customer, res[1])
-        await responses.send_ok(send, b"", None)
+        await responses.send_ok(send, b"", None, warn)

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 from bigbunny import errors, wire
 from supervisor import responses
-from supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, valid_name
+from supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record, entry_record, valid_name
 from supervisor.requests import BAD_TTL, Headers, parse_ttl
 
 if TYPE_CHECKING:
     from supervisor.api import Receive, Send, StoreApi
+
+DEGRADED = ((b"bigbunny-warning", b"DegradedWrite"),)
 
 DEFAULT_TTL = 1_209_600
 
@@ -51,6 +53,14 @@ class NamesApi:
         if res[1] is not None:
             self.node.accounting.apply(shard, res[1][0], res[1][1])
         self.node.tombstones.add(sid, customer)
+        self.node.replicate(["D", None, sid, customer])
+
+    def _put(self, entry: NameEntry) -> None:
+        self.node.replicate(entry_record(entry), registry=True)
+
+    def _remove(self, entry: NameEntry) -> None:
+        self.node.registry.remove(entry)
+        self.node.replicate(delete_record(entry), registry=True)
 
     async def create_by_name(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> None:
         name = _name(param)
@@ -61,7 +71,7 @@ class NamesApi:
             if alive and reg.get(customer, name) is entry and entry.state == ACTIVE:
                 return await responses.send_ok(send, entry.store_id.encode(), responses.TEXT)
             if reg.get(customer, name) is entry and entry.state == ACTIVE:
-                reg.remove(entry)  # §13 fix 7: an expired target is free; create anew
+                self._remove(entry)  # §13 fix 7: an expired target is free; create anew
         body, too_large = await self.api.body(receive)
         if too_large:
             raise errors.BODY_TOO_LARGE
@@ -71,22 +81,25 @@ class NamesApi:
         if self.node.role.barrier:
             raise errors.JOIN_SYNCING
         self._check_free(reg.get(customer, name), h.reuse)  # §2.4: the reservation step comes last
+        warn = DEGRADED if self.node.degraded() else ()  # §13 fix 17: named writes report it too
         entry = reg.reserve(customer, name)
+        self._put(entry)
         flags = wire.F_NAMED | (wire.F_JSON if _is_json(h.content_type) else 0)
         shard = self.node.next_shard()
         allow = self.node.accounting.reserve(customer, len(body) + 256)
         try:
             res = await self.api.call(shard, wire.OP_CREATE, "", customer, ttl, flags, None, allow, name, body)
         except BaseException:
-            reg.remove(entry)  # abort the reservation
+            self._remove(entry)  # abort the reservation
             raise
         self.node.accounting.apply(shard, customer, res[1])
         sid = res[3].decode()
         if not reg.commit(entry, sid, time.time() + (DEFAULT_TTL if ttl is None else ttl)):
             await self._force_delete(sid, customer)
             raise errors.NAME_CREATING  # another request took the name over meanwhile
+        self._put(entry)
         await self.api.call(shard, wire.OP_CLEAR_PENDING, sid, "")
-        await responses.send_ok(send, res[3], responses.TEXT)
+        await responses.send_ok(send, res[3], responses.TEXT, warn)
 
     def _check_free(self, entry: NameEntry | None, reuse: bool) -> None:
         if entry is None:
@@ -114,7 +127,7 @@ class NamesApi:
         # §13 fix 9: only the primary cleans up, and not while a join snapshot is being taken.
         role = self.node.role
         if role.is_primary and not role.barrier and reg.get(customer, name) is entry and entry.state == ACTIVE:
-            reg.remove(entry)
+            self._remove(entry)
         raise errors.NOT_FOUND_NAME
 
     async def delete_by_name(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> None:
@@ -127,16 +140,19 @@ class NamesApi:
             raise errors.NAME_CREATING
         if self.node.role.barrier:
             raise errors.JOIN_SYNCING
+        warn = DEGRADED if self.node.degraded() else ()
         reg.set_state(entry, DELETING)
+        self._put(entry)
         sid = entry.store_id
         tombs = self.node.tombstones
         admitted = tombs.admit(sid, customer)
         if admitted is False:
             reg.set_state(entry, ACTIVE)
+            self._put(entry)
             raise errors.TOMBSTONE_LIMIT
         try:
             await self._force_delete(sid, customer)
         finally:
             tombs.finish(customer, admitted)
-        reg.remove(entry)
-        await responses.send_ok(send, b"", None)
+        self._remove(entry)
+        await responses.send_ok(send, b"", None, warn)

@@ -22,7 +22,7 @@ import zmq
 from bigbunny import errors, wire
 
 log = logging.getLogger("bbd.channel")
-Result = tuple[int, Any, Any, bytes]
+Result = tuple[int, Any, Any, bytes, Any]  # (err, a, b, body, replication record or None)
 
 
 # Loop turns a batch waits before it is sent: requests parsed in those turns join it, so one ZeroMQ
@@ -137,7 +137,7 @@ class ShardChannel:
                 for hdr, body in wire.unpack(sock.recv_multipart(zmq.NOBLOCK, copy=True)):
                     fut = pending.pop(hdr[0], None)
                     if fut is not None and not fut.done():
-                        fut.set_result((hdr[1], hdr[2], hdr[3], body))
+                        fut.set_result((hdr[1], hdr[2], hdr[3], body, hdr[4] if len(hdr) > 4 else None))
         except zmq.Again:
             return
         except zmq.ZMQError as e:

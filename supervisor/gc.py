@@ -19,7 +19,7 @@ import time
 from bigbunny import wire
 from supervisor.channel import ShardDown
 from supervisor.node import Node
-from supervisor.registry import ACTIVE, CREATING, DELETING
+from supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record
 
 log = logging.getLogger("bbd.gc")
 ORPHAN_AGE = 10.0
@@ -50,6 +50,10 @@ class Collector:
         if gone:
             log.info("swept %d expired tombstones", gone)
 
+    def _remove_name(self, entry: NameEntry) -> None:
+        self.node.registry.remove(entry)
+        self.node.replicate(delete_record(entry), registry=True)
+
     async def _call(self, shard: int, op: int, sid: str = "", extra: object = None) -> object:
         try:
             res = await self.node.channels[shard].call(op, sid, "", None, 0, None, None, extra)
@@ -64,9 +68,10 @@ class Collector:
             for sid, customer, growth in await self._call(shard, wire.OP_GC) or ():
                 node.accounting.apply(shard, customer, growth)
                 node.tombstones.add(sid, customer)
+                node.replicate(["D", None, sid, customer])
                 expired.add(sid)
         for entry in node.registry.pointing_at(expired):
-            node.registry.remove(entry)
+            self._remove_name(entry)
         removed += len(expired)
         for shard in range(node.nshards):
             for sid, customer, name in await self._call(shard, wire.OP_ORPHANS, extra=ORPHAN_AGE) or ():
@@ -78,14 +83,15 @@ class Collector:
                 if isinstance(res, list):
                     node.accounting.apply(shard, res[0], res[1])
                 node.tombstones.add(sid, customer)
+                node.replicate(["D", None, sid, customer])
                 removed += 1
         for entry in list(node.registry.entries.values()):
             if entry.state == CREATING and node.registry.reservation_expired(entry):
-                node.registry.remove(entry)
+                self._remove_name(entry)
             elif entry.state == DELETING:
                 alive = await self._call(node.shard_for(entry.store_id), wire.OP_ALIVE, entry.store_id)
                 if not alive:
-                    node.registry.remove(entry)
+                    self._remove_name(entry)
         if removed:
             log.info("gc removed %d stores", removed)
         return removed

@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 
 import zmq
 
@@ -28,6 +29,7 @@ from supervisor.uds import BindError, bind_uds, remove_uds
 log = logging.getLogger("bbd.supervisor")
 DRAIN_TIMEOUT = 5.0
 SHARD_STOP_TIMEOUT = 3.0
+TOTAL_STOP_BUDGET = 9.5  # SIGTERM → exit, all phases (the contract is 10 s)
 _early_signals: list[int] = []  # SIGTERM/SIGINT received before the event loop's handlers were installed
 
 
@@ -98,11 +100,19 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
             server.force_exit = True
 
     node = Node(cfg, rundir)
-    node.role.start_primary()
+    app = App(node)
+    if cfg.peers:
+        from supervisor.cluster import Cluster
+
+        node.cluster = Cluster(node)
+        node.cluster.forwarder.app = app
+        node.cluster.start()  # binds --tcp now: a bad address fails start-up
+    else:
+        node.role.start_primary()  # a single node is PRIMARY at epoch 1
     limits = HttpLimits(
         cfg.http_max_header_bytes, cfg.http_read_header_timeout, cfg.http_read_timeout, cfg.http_write_timeout
     )
-    server = make_server(App(node), limits, cfg.http_idle_timeout, DRAIN_TIMEOUT)
+    server = make_server(app, limits, cfg.http_idle_timeout, DRAIN_TIMEOUT)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     for sig in _early_signals:  # a signal that arrived during start-up stops us now
@@ -117,6 +127,7 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
     gc = loop.create_task(Collector(node, cfg.gc_interval).run())
     waiter = loop.create_task(stop.wait())
     await asyncio.wait([serve, waiter], return_when=asyncio.FIRST_COMPLETED)
+    stopping_at = time.monotonic()
     log.info("shutting down: draining requests (≤ %.0f s)", DRAIN_TIMEOUT)
     server.should_exit = True
     try:
@@ -125,6 +136,10 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
         log.warning("HTTP drain ended early: %r", e)
     gc.cancel()
     waiter.cancel()
+    if node.cluster is not None:
+        budget = max(0.5, TOTAL_STOP_BUDGET - SHARD_STOP_TIMEOUT - (time.monotonic() - stopping_at))
+        log.info("shutting down: flushing replication to the peer (≤ %.1f s)", budget)
+        await node.cluster.stop(budget)
     log.info("shutting down: stopping shards (≤ %.0f s)", SHARD_STOP_TIMEOUT)
     await node.pool.stop(SHARD_STOP_TIMEOUT)
     for sig in (signal.SIGTERM, signal.SIGINT):

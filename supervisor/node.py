@@ -33,6 +33,18 @@ class Node:
         self.pool = ShardPool(cfg.shards, rundir, shard_settings(cfg), self.accounting.drop_shard)
         self.nshards = cfg.shards
         self._rr = 0
+        self.inflight_mutations = 0  # mutations past their barrier check, not yet answered (join waits)
+        self.cluster: Any = None  # supervisor.cluster.Cluster when a peer is configured
+
+    def replicate(self, record: list[Any], registry: bool = False) -> None:
+        """Hand a mutation's record to replication (no-op without a peer or when not primary)."""
+        if self.cluster is not None:
+            self.cluster.replicate(record, registry)
+
+    def degraded(self) -> bool:
+        """§2.12 DegradedWrite: replication unhealthy on a primary with a peer, judged before this write."""
+        c = self.cluster
+        return c is not None and self.role.is_primary and c.sender.degraded()
 
     @property
     def channels(self) -> list[ShardChannel]:

@@ -78,6 +78,44 @@ class Registry:
             out[e.state] = out.get(e.state, 0) + 1
         return out
 
+    def apply(self, fields: list) -> None:
+        """Apply a replicated registry record (§7.4): put only if newer; an active entry may not take
+        a store ID already bound to another name; del removes if present."""
+        op, customer, name = fields[0], fields[1], fields[2]
+        key = self.key(customer, name)
+        if op == "del":
+            self.entries.pop(key, None)
+            return
+        state, store_id, expiry, reservation_id, version, reserved_at = fields[3:9]
+        old = self.entries.get(key)
+        if old is not None and version <= old.version:
+            return
+        if state == ACTIVE and store_id:
+            for e in self.entries.values():
+                if e.state == ACTIVE and e.store_id == store_id and (e.customer, e.name) != (customer, name):
+                    return
+        self.entries[key] = NameEntry(customer, name, state, reservation_id, reserved_at, version, store_id, expiry)
+
+    def snapshot(self) -> list[list]:
+        return [entry_record(e)[2:] for e in self.entries.values()]
+
+    def load(self, rows: list[list]) -> None:
+        """Replace every entry from a join snapshot (rows of ``entry_record`` without its prefix)."""
+        self.entries = {
+            self.key(c, n): NameEntry(c, n, st, rid, rat, ver, sid, exp) for c, n, st, sid, exp, rid, ver, rat in rows
+        }
+
     def pointing_at(self, store_ids: set[str]) -> list[NameEntry]:
         """Active entries bound to any of ``store_ids`` (GC cleans them up with their stores)."""
         return [e for e in self.entries.values() if e.state == ACTIVE and e.store_id in store_ids]
+
+
+def entry_record(entry: NameEntry) -> list:
+    """Replication record of an entry's current state (REG_RESERVE / REG_COMMIT / state changes)."""
+    return ["reg", "put", entry.customer, entry.name, entry.state, entry.store_id, entry.expiry,
+            entry.reservation_id, entry.version, entry.reserved_at]
+
+
+def delete_record(entry: NameEntry) -> list:
+    """Replication record of an entry's removal (REG_ABORT / REG_DELETE)."""
+    return ["reg", "del", entry.customer, entry.name]

@@ -147,7 +147,7 @@ class ShardPool:
         if slot.ping_sent is None:  # the oldest unanswered ping is what hang detection measures
             slot.ping_sent = time.monotonic()
         try:
-            err, a, b, _ = await channel.call(wire.OP_PING)
+            err, a, b = (await channel.call(wire.OP_PING))[:3]
         except ShardDown:
             return
         if slot.channel is channel and err == wire.OK:

@@ -21,19 +21,29 @@ async def status_document(node: Node) -> dict[str, Any]:
     now = time.monotonic()
     role = node.role
     slots = node.pool.slots
+    cl = node.cluster
+    peers: dict[str, str] = {}
+    repl: dict[str, Any] = {"queue_length": 0, "registry_queue_length": 0, "replication_fail_count": 0,
+                            "last_replication_fail": "", "replication_dropped": 0}
+    if cl is not None:
+        peers = {pid: _since(seen, now) for pid, seen in cl.peers_status().items()}  # §14: listed on every role
+        snd = cl.sender
+        repl = {
+            "queue_length": snd.store_pending,
+            "registry_queue_length": snd.registry_pending,
+            "replication_fail_count": snd.fail_count,
+            "last_replication_fail": "" if snd.last_fail is None else _since(snd.last_fail, now),
+            "replication_dropped": snd.dropped,
+        }
     return {
         "host_id": node.cfg.host_id,
         "last_leader_seen": _since(role.last_leader_seen, now),
-        "last_replication_fail": "",
         "leader_epoch": role.epoch,
         "memory_usage": node.accounting.total,
-        "peers": {},
-        "queue_length": 0,
+        "peers": peers,
         "registry_count": len(node.registry.entries),
-        "registry_queue_length": 0,
         "registry_states": node.registry.states(),
-        "replication_fail_count": 0,
-        "replication_dropped": 0,
+        **repl,
         "role": role.role,
         "store_count": sum(s.store_count for s in slots),
         "tombstone_count": len(node.tombstones),

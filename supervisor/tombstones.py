@@ -78,3 +78,14 @@ class Tombstones:
             else:
                 del self.per_customer[customer]
         return len(old)
+
+    def snapshot(self) -> list[list]:
+        """``[sid, time, customer]`` rows for a join snapshot (§13 fix 18: customers included)."""
+        return [[sid, t, customer] for sid, (t, customer) in self.entries.items()]
+
+    def replace(self, rows: list[list]) -> None:
+        """Adopt a join snapshot's tombstones."""
+        self.entries = {}
+        self.per_customer = defaultdict(int)
+        for sid, t, customer in rows:
+            self.add(sid, customer, t)

@@ -1,0 +1,417 @@
+"""Two-node clustering: roles, heartbeats, lease, epoch fencing and join (SPEC §7.1–7.3, §7.6).
+
+States and transitions (all in the supervisor's event loop, so no locks):
+
+* start → JOINING (epoch 0). The first host (smaller host ID) *probes* the peer before leading
+  (§13 fix 11): no answer within ``PROBE_WINDOW`` or a JOINING peer → PRIMARY (epoch ≥ 1, no
+  lock-unknown window); a PRIMARY peer → join it; a SECONDARY peer still holds our old data → wait
+  for it to take over (it promotes at once when it sees its old leader come back empty).
+* JOINING → SECONDARY: after a join snapshot from the primary was applied (see ``Joiner``).
+* SECONDARY → PRIMARY: lease expiry (no accepted heartbeat for 2 s + 2 s grace) or ``promote``;
+  epoch + 1, replication stream renewed, lock-state-unknown window opened.
+* JOINING → PRIMARY: a lone node that never saw a primary promotes itself after the lease
+  (§13 fix 12), or ``promote``.
+* PRIMARY/SECONDARY → JOINING: a heartbeat with a higher epoch (adopted), a sequence gap in the
+  replication stream, or — with equal epochs and two primaries — the larger host ID steps down
+  (§13 fix 10). A demoted node re-joins from the winner.
+
+The primary sends a heartbeat every 200 ms; every receiver acknowledges it (with its replication
+position), which is also how the primary knows the link is alive. The join barrier is held by the
+primary only while it captures the snapshot; the snapshot then goes out ahead of all later
+replication records, which carry higher sequence numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from bigbunny import wire
+from bigbunny.sharding import shard_of
+from supervisor import peerlink, replication
+from supervisor.channel import ShardDown
+from supervisor.forwarding import Forwarder
+from supervisor.role import JOINING, PRIMARY, SECONDARY
+
+if TYPE_CHECKING:
+    from supervisor.node import Node
+
+log = logging.getLogger("bbd.cluster")
+HEARTBEAT_EVERY = 0.2
+TICK = 0.1
+LEASE = 2.0 + 2.0
+PROBE_WINDOW = 1.0
+JOIN_RETRY = 1.0
+JOIN_STALL = 15.0
+CHUNK = 1000
+
+
+class Cluster:
+    def __init__(self, node: Node) -> None:
+        cfg = node.cfg
+        self.node = node
+        self.role = node.role
+        self.peer = cfg.peers[0]
+        self.first = cfg.host_id <= self.peer.id
+        self.verify_site = not cfg.disable_site_verification
+        self.link = peerlink.PeerLink(cfg.host_id, cfg.site, cfg.tcp, self.peer.address, cfg.internal_token, cfg.dev)
+        self.sender = replication.Sender(node, self.link.send)
+        self.receiver = replication.Receiver(node, self.request_rejoin)
+        self.forwarder = Forwarder(node, self)
+        self.peer_seen: float | None = None  # monotonic: last message of any kind from the peer
+        self.leader: str | None = None
+        self.ever_saw_primary = False
+        self.joining_since = time.monotonic()
+        self.join_attempt = 0.0
+        self.join_id: str | None = None
+        self.join_chunks: list[list[Any]] = []
+        self.serving_join = False
+        self._probe: asyncio.Future[list[Any]] | None = None
+        self._join_ids = itertools.count(1)
+        self._task: asyncio.Task[None] | None = None
+        for kind, fn in (
+            (peerlink.HB, self.on_heartbeat),
+            (peerlink.HB_ACK, self.on_heartbeat_ack),
+            (peerlink.PROBE, self.on_probe),
+            (peerlink.PROBE_REPLY, self.on_probe_reply),
+            (peerlink.REPL, self.on_repl),
+            (peerlink.REPL_ACK, self.on_repl_ack),
+            (peerlink.JOIN_REQ, self.on_join_request),
+            (peerlink.JOIN_REFUSE, self.on_join_refuse),
+            (peerlink.JOIN_CHUNK, self.on_join_chunk),
+            (peerlink.RELAY, self.forwarder.on_relay),
+            (peerlink.RELAY_REPLY, self.forwarder.on_relay_reply),
+        ):
+            self.link.on(kind, self._guard(fn))
+
+    # --- plumbing --------------------------------------------------------------------------------
+    def _guard(self, fn: Any) -> Any:
+        """Site verification and peer bookkeeping for every message, then the handler."""
+
+        def handle(hdr: list[Any], body: bytes) -> None:
+            sender, site = hdr[1], hdr[2]
+            if sender != self.peer.id:
+                log.warning("dropped a %s from unknown host %r", hdr[0], sender)
+                return
+            if self.verify_site and site and site != self.node.cfg.site:
+                log.warning("dropped a %s from %s: site %r is not ours", hdr[0], sender, site)
+                return
+            self.peer_seen = time.monotonic()
+            fn(hdr, body)
+
+        return handle
+
+    def send(self, kind: str, fields: list[Any], body: bytes = b"") -> bool:
+        return self.link.send(kind, self.role.epoch, fields, body)
+
+    def start(self) -> None:
+        self.role.role = JOINING
+        self.link.start()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self, flush_timeout: float) -> None:
+        """Shutdown: flush unacknowledged replication to the peer (bounded), then close the link."""
+        if self._task is not None:
+            self._task.cancel()
+        if self.role.is_primary and self.sender.window:
+            ok = await self.sender.drain(flush_timeout)
+            log.info("replication flush on shutdown: %s", "complete" if ok else "timed out, records left")
+        self.forwarder.fail_all()
+        self.link.close()
+
+    # --- main loop -------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        await self._startup()
+        beat = 0
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                beat += 1
+                self._tick(beat)
+            except Exception:  # the cluster loop must survive a bug in one tick
+                log.exception("cluster tick failed")
+
+    async def _startup(self) -> None:
+        reply = await self.probe(PROBE_WINDOW)
+        peer_role = reply[5] if reply else None
+        peer_epoch = reply[3] if reply else 0
+        if peer_role == PRIMARY:
+            log.info("peer %s is PRIMARY (epoch %d): joining it", self.peer.id, peer_epoch)
+            self.leader = self.peer.id
+            self.request_join()
+        elif self.first and peer_role is None:
+            self._become_initial_primary(0)
+        elif self.first and peer_role == JOINING:
+            self._become_initial_primary(peer_epoch)
+        else:
+            log.info("waiting for a primary (peer %s is %s)", self.peer.id, peer_role or "silent")
+
+    def _become_initial_primary(self, peer_epoch: int) -> None:
+        self.role.start_primary()
+        if peer_epoch >= self.role.epoch:
+            self.role.epoch = peer_epoch + 1
+        self.leader = self.node.cfg.host_id
+        self.sender.reset(f"{self.node.cfg.host_id}:{self.role.epoch}")
+        log.warning("role PRIMARY (epoch %d): initial leader", self.role.epoch)
+        self._heartbeat()
+
+    def _tick(self, beat: int) -> None:
+        now = time.monotonic()
+        role = self.role.role
+        if role == PRIMARY:
+            if beat % int(HEARTBEAT_EVERY / TICK) == 0:
+                self._heartbeat()
+            self.sender.tick()
+        elif role == SECONDARY:
+            seen = self.role.last_leader_seen
+            if seen is not None and now - seen > LEASE:
+                log.warning("lease expired: no heartbeat from %s for %.1f s", self.leader, now - seen)
+                self.promote("lease expired")
+        else:  # JOINING
+            if self.join_id is not None and now - self.join_attempt > JOIN_STALL:
+                log.warning("join %s stalled; retrying", self.join_id)
+                self.join_id = None
+            if self.leader is not None and self.join_id is None and now - self.join_attempt >= JOIN_RETRY:
+                self.request_join()
+            elif not self.ever_saw_primary and now - self.joining_since > LEASE and self.join_id is None:
+                self.promote("no primary seen since start-up")
+
+    def _heartbeat(self) -> None:
+        st = self.node.pool.slots
+        self.send(peerlink.HB, [sum(s.store_count for s in st), self.node.accounting.total])
+
+    # --- role changes ------------------------------------------------------------------------------
+    def promote(self, why: str) -> None:
+        self.role.promote()
+        self.leader = self.node.cfg.host_id
+        self.ever_saw_primary = True
+        self.join_id = None
+        self.sender.reset(f"{self.node.cfg.host_id}:{self.role.epoch}")
+        log.warning("role PRIMARY (epoch %d): %s", self.role.epoch, why)
+        self._heartbeat()
+
+    def step_down(self, why: str) -> None:
+        if self.role.role != JOINING:
+            log.warning("role JOINING (epoch %d): %s", self.role.epoch, why)
+        self.role.role = JOINING
+        self.role.lock_unknown_until = 0.0
+        self.joining_since = time.monotonic()
+        self.sender.reset("")
+        self.receiver.start_stream("", 0)
+
+    def request_rejoin(self, why: str) -> None:
+        if self.role.role == SECONDARY:
+            self.step_down(why)
+        if self.role.role == JOINING and self.join_id is None and time.monotonic() - self.join_attempt >= JOIN_RETRY:
+            self.request_join()
+
+    # --- heartbeats and probes ---------------------------------------------------------------------
+    def on_heartbeat(self, hdr: list[Any], body: bytes) -> None:
+        sender, epoch = hdr[1], hdr[3]
+        self.send(peerlink.HB_ACK, [self.receiver.stream, self.receiver.applied, self.role.role])
+        own = self.role.epoch
+        if epoch < own:
+            return  # stale leader: our own heartbeats will make it step down
+        role = self.role.role
+        if epoch == own and role == PRIMARY:
+            if self.node.cfg.host_id > sender:  # §13 fix 10: the larger host ID steps down
+                self.step_down(f"two primaries at epoch {epoch}; {sender} keeps the lead")
+            else:
+                return
+        self.role.last_leader_seen = time.monotonic()
+        self.leader = sender
+        self.ever_saw_primary = True
+        if epoch > own:
+            self.role.epoch = epoch
+            if self.role.role != JOINING:
+                self.step_down(f"{sender} leads at higher epoch {epoch}")
+        if self.role.role == JOINING and self.join_id is None and time.monotonic() - self.join_attempt >= JOIN_RETRY:
+            self.request_join()
+
+    def on_heartbeat_ack(self, hdr: list[Any], body: bytes) -> None:
+        stream, seq = hdr[5], hdr[6]
+        self.sender.on_ack(stream, seq)
+
+    async def probe(self, timeout: float) -> list[Any] | None:
+        """Ask the peer for its role (resent every 100 ms); None if it stays silent."""
+        loop = asyncio.get_running_loop()
+        self._probe = loop.create_future()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                self.send(peerlink.PROBE, [self.role.role])
+                try:
+                    return await asyncio.wait_for(asyncio.shield(self._probe), 0.1)
+                except TimeoutError:
+                    continue
+            return None
+        finally:
+            self._probe = None
+
+    def on_probe(self, hdr: list[Any], body: bytes) -> None:
+        sender, their_role = hdr[1], hdr[5]
+        self.send(peerlink.PROBE_REPLY, [self.role.role])
+        # Our leader is back but empty (it restarted within the lease): take over now, with its data
+        # still here, rather than letting clients wait for the lease.
+        if self.role.role == SECONDARY and self.leader == sender and their_role == JOINING:
+            self.promote(f"leader {sender} restarted without its data")
+
+    def on_probe_reply(self, hdr: list[Any], body: bytes) -> None:
+        if self._probe is not None and not self._probe.done():
+            self._probe.set_result(hdr)
+
+    # --- replication ---------------------------------------------------------------------------------
+    def replicate(self, record: list[Any], registry: bool = False) -> None:
+        if self.role.role == PRIMARY:
+            self.sender.enqueue(record, registry)
+
+    def on_repl(self, hdr: list[Any], body: bytes) -> None:
+        epoch, stream, items = hdr[3], hdr[5], hdr[6]
+        if self.role.role == JOINING or epoch < self.role.epoch:
+            return  # refused (§7.3): unacknowledged, the primary will resend after our join
+        if self.role.role == PRIMARY:
+            return
+        self.receiver.on_batch(stream, items)
+        asyncio.get_running_loop().call_later(0.005, self._ack)
+
+    def _ack(self) -> None:
+        if self.role.role == SECONDARY:
+            self.send(peerlink.REPL_ACK, [self.receiver.stream, self.receiver.applied])
+
+    def on_repl_ack(self, hdr: list[Any], body: bytes) -> None:
+        self.sender.on_ack(hdr[5], hdr[6])
+
+    # --- join: joiner side ---------------------------------------------------------------------------
+    def request_join(self) -> None:
+        self.join_attempt = time.monotonic()
+        self.join_id = f"{self.node.cfg.host_id}-{next(self._join_ids)}"
+        self.join_chunks = []
+        log.info("asking %s for a join snapshot (%s)", self.peer.id, self.join_id)
+        if not self.send(peerlink.JOIN_REQ, [self.join_id, True]):
+            self.join_id = None
+
+    def on_join_refuse(self, hdr: list[Any], body: bytes) -> None:
+        if hdr[5] == self.join_id:
+            log.info("join %s refused: %s", self.join_id, hdr[6])
+            self.join_id = None
+
+    def on_join_chunk(self, hdr: list[Any], body: bytes) -> None:
+        join_id, index, last, stores, meta = hdr[5], hdr[6], hdr[7], hdr[8], hdr[9]
+        if join_id != self.join_id or self.role.role != JOINING or index != len(self.join_chunks):
+            return
+        self.join_chunks.append(stores)
+        if last:
+            asyncio.get_running_loop().create_task(self._apply_join(hdr[3], meta))
+
+    async def _apply_join(self, epoch: int, meta: dict[str, Any]) -> None:
+        join_id, chunks = self.join_id, self.join_chunks
+        self.join_chunks = []
+        why = self._refusal(epoch, meta)
+        if why:
+            log.warning("refusing join snapshot %s: %s", join_id, why)
+            self.join_id = None
+            return
+        node = self.node
+        per_shard: list[list[list[Any]]] = [[] for _ in range(node.nshards)]
+        tombstoned = {row[0] for row in meta["tombstones"]}
+        count = 0
+        for chunk in chunks:
+            for rec in chunk:
+                if rec[0] not in tombstoned:
+                    per_shard[shard_of(rec[0], node.nshards)].append(rec)
+                    count += 1
+        for i, records in enumerate(per_shard):
+            try:
+                res = await node.channels[i].call(wire.OP_LOAD, extra=[True, records])
+            except ShardDown:
+                log.warning("join %s: shard %d is down; retrying later", join_id, i)
+                self.join_id = None
+                return
+            node.accounting.drop_shard(i)
+            for customer, used in (res[1] or {}).items():
+                node.accounting.apply(i, customer, used)
+        if self.role.role != JOINING or self.join_id != join_id or epoch < self.role.epoch:
+            return  # something changed while we were loading: the next attempt starts over
+        node.registry.load(meta["registry"])
+        node.tombstones.replace(meta["tombstones"])
+        self.role.epoch = epoch
+        self.role.role = SECONDARY
+        self.role.last_leader_seen = time.monotonic()
+        self.leader = self.peer.id
+        self.ever_saw_primary = True
+        self.join_id = None
+        self.receiver.start_stream(meta["stream"], meta["base_seq"])
+        self._ack()
+        log.warning("role SECONDARY (epoch %d): joined %s with %d stores", epoch, self.peer.id, count)
+
+    def _refusal(self, epoch: int, meta: dict[str, Any]) -> str:
+        if self.verify_site and meta.get("site") and meta["site"] != self.node.cfg.site:
+            return f"site {meta['site']!r} is not ours"
+        if epoch < self.role.epoch:
+            return f"epoch {epoch} is older than ours ({self.role.epoch})"
+        if not meta.get("has_registry"):
+            return "snapshot has no registry"
+        seen: set[str] = set()
+        for row in meta["registry"]:
+            if row[2] == "active" and row[3]:
+                if row[3] in seen:
+                    return f"two active names share store {row[3]}"
+                seen.add(row[3])
+        return ""
+
+    # --- join: primary side --------------------------------------------------------------------------
+    def on_join_request(self, hdr: list[Any], body: bytes) -> None:
+        join_id = hdr[5]
+        if not self.role.is_primary:
+            self.send(peerlink.JOIN_REFUSE, [join_id, "not primary", 1])
+            return
+        if self.serving_join:
+            self.send(peerlink.JOIN_REFUSE, [join_id, "another join is in progress", 2])
+            return
+        self.serving_join = True
+        asyncio.get_running_loop().create_task(self._serve_join(join_id))
+
+    async def _serve_join(self, join_id: str) -> None:
+        node, role = self.node, self.role
+        try:
+            role.barrier = True  # new mutations → 503 JoinSyncing; in-flight ones finish first
+            deadline = time.monotonic() + 5.0
+            while node.inflight_mutations and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+            dumps = []
+            for i in range(node.nshards):
+                try:
+                    res = await node.channels[i].call(wire.OP_DUMP)
+                    dumps.extend(res[1] or [])
+                except ShardDown:
+                    log.warning("join %s: shard %d is down, its stores are not in the snapshot", join_id, i)
+            meta = {
+                "site": node.cfg.site,
+                "has_registry": True,
+                "registry": node.registry.snapshot(),
+                "tombstones": node.tombstones.snapshot(),
+                "stream": self.sender.stream,
+                "base_seq": self.sender.seq,
+            }
+            epoch = role.epoch
+        finally:
+            role.barrier = False  # the snapshot is captured; later records have higher sequence numbers
+        try:
+            chunks = [dumps[i : i + CHUNK] for i in range(0, len(dumps), CHUNK)] or [[]]
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
+                if not self.link.send(peerlink.JOIN_CHUNK, epoch, [join_id, i, last, chunk, meta if last else None]):
+                    log.warning("join %s: peer unreachable while sending the snapshot", join_id)
+                    return
+                if not last and i % 10 == 9:
+                    await asyncio.sleep(0)  # let other work run between big chunks
+            log.info("join %s: sent %d stores in %d chunks", join_id, len(dumps), len(chunks))
+        finally:
+            self.serving_join = False
+
+    # --- status ----------------------------------------------------------------------------------------
+    def peers_status(self) -> dict[str, float | None]:
+        return {self.peer.id: self.peer_seen}

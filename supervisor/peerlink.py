@@ -1,0 +1,190 @@
+"""The inter-node link (SPEC §7.8): a ZeroMQ PUSH to the peer, our PULL bound on ``--tcp``.
+
+Each message is three frames ``[mac, header, body]``: ``header`` is a msgpack array
+``[type, sender_host_id, site, epoch, ts, *fields]`` and ``mac`` an HMAC-SHA256 over header and body
+keyed from the internal token, compared in constant time *before* the header is decoded. Outside
+``--dev`` the sockets also use CURVE (encryption + authentication) with key pairs derived from the
+internal token, so a node with the wrong token can neither read nor inject traffic. An empty token
+(dev only) disables both and accepts everything.
+
+Bounded everywhere: PUSH has IMMEDIATE (no silent queueing towards a dead peer — our own bounded,
+acknowledged replication window retries instead), small HWMs, LINGER 0 at close; the PULL drains
+from the event loop via its edge-triggered FD, one reader for the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from hashlib import sha256
+from typing import Any
+
+import msgpack
+import zmq
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+log = logging.getLogger("bbd.link")
+
+# message types
+HB, HB_ACK, PROBE, PROBE_REPLY = "hb", "hb_ack", "probe", "probe_reply"
+REPL, REPL_ACK = "repl", "repl_ack"
+JOIN_REQ, JOIN_REFUSE, JOIN_CHUNK = "join_req", "join_refuse", "join_chunk"
+RELAY, RELAY_REPLY = "relay", "relay_reply"
+
+Handler = Callable[[list[Any], bytes], None]
+_UNPACK_OPTS: dict[str, Any] = {"raw": False, "use_list": True, "max_bin_len": 64 << 20, "max_str_len": 1 << 20}
+
+
+def _derive(token: str, label: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"bbd-link:" + label).derive(
+        token.encode("utf-8", "surrogateescape")
+    )
+
+
+def curve_keys(token: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """(server_public, server_secret, client_public, client_secret), Z85, derived from the token."""
+    out = []
+    for label in (b"curve-server", b"curve-client"):
+        secret = zmq.utils.z85.encode(_derive(token, label))
+        out += [zmq.curve_public(secret), secret]
+    return out[0], out[1], out[2], out[3]
+
+
+def tcp_bind_endpoint(addr: str) -> str:
+    host, _, port = addr.rpartition(":")
+    return f"tcp://{host or '*'}:{port}"
+
+
+def tcp_connect_endpoint(addr: str) -> str:
+    host, _, port = addr.rpartition(":")
+    return f"tcp://{host or '127.0.0.1'}:{port}"
+
+
+class PeerLink:
+    def __init__(self, host_id: str, site: str, bind: str, peer_addr: str, token: str, dev: bool) -> None:
+        self.host_id = host_id
+        self.site = site
+        self.bind_addr = bind
+        self.peer_addr = peer_addr
+        self.token = token
+        self.mac_key = _derive(token, b"mac") if token else b""
+        self.curve = bool(token) and not dev
+        self.handlers: dict[str, Handler] = {}
+        self.ctx = zmq.Context(1)
+        self.pull: zmq.Socket | None = None
+        self.push: zmq.Socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.dropped_bad_mac = 0
+        self.sent = 0
+        self._packb = msgpack.Packer(use_bin_type=True).pack
+
+    def on(self, kind: str, handler: Handler) -> None:
+        self.handlers[kind] = handler
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        pull = self.ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.setsockopt(zmq.RCVHWM, 10_000)
+        pull.setsockopt(zmq.MAXMSGSIZE, 256 << 20)
+        push = self.ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDHWM, 10_000)
+        push.setsockopt(zmq.IMMEDIATE, 1)
+        push.setsockopt(zmq.RECONNECT_IVL, 100)
+        push.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        push.setsockopt(zmq.HEARTBEAT_IVL, 1000)  # TCP-level liveness: a dead peer's pipe is torn down
+        push.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        if self.curve:
+            spub, ssec, cpub, csec = curve_keys(self.token)
+            pull.curve_server = True
+            pull.curve_secretkey = ssec
+            pull.curve_publickey = spub
+            push.curve_serverkey = spub
+            push.curve_publickey = cpub
+            push.curve_secretkey = csec
+        try:
+            pull.bind(tcp_bind_endpoint(self.bind_addr))
+        except zmq.ZMQError as e:
+            pull.close(0)
+            push.close(0)
+            raise RuntimeError(f"failed to listen on TCP {self.bind_addr}: {e}") from e
+        push.connect(tcp_connect_endpoint(self.peer_addr))
+        self.pull, self.push = pull, push
+        self.loop.add_reader(pull.getsockopt(zmq.FD), self._drain)
+        self.loop.call_soon(self._drain)
+
+    # --- sending -------------------------------------------------------------------------------
+    def send(self, kind: str, epoch: int, fields: list[Any], body: bytes = b"") -> bool:
+        """Send one message; False if the peer is not connected (nothing is queued for later)."""
+        if self.push is None:
+            return False
+        header = self._packb([kind, self.host_id, self.site, epoch, time.time(), *fields])
+        mac = hmac.new(self.mac_key, header + body, sha256).digest() if self.mac_key else b""
+        try:
+            self.push.send_multipart([mac, header, body], zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as e:
+            log.warning("send to peer failed: %s", e)
+            return False
+        self.sent += 1
+        return True
+
+    # --- receiving -----------------------------------------------------------------------------
+    def _drain(self) -> None:
+        pull = self.pull
+        if pull is None:
+            return
+        while True:
+            try:
+                frames = pull.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as e:
+                log.warning("receive from peer failed: %s", e)
+                return
+            self._dispatch(frames)
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            self._reject("malformed message (%d frames)" % len(frames))
+            return
+        mac, header, body = frames
+        if self.mac_key:
+            want = hmac.new(self.mac_key, header + body, sha256).digest()
+            if not hmac.compare_digest(mac, want):  # authenticate before decoding anything
+                self._reject("bad MAC (wrong internal token?)")
+                return
+        try:
+            hdr = msgpack.unpackb(header, **_UNPACK_OPTS)
+            kind = hdr[0]
+            handler = self.handlers[kind]
+        except Exception:  # noqa: BLE001 - peer input: any decoding problem is a rejected message
+            self._reject("undecodable header")
+            return
+        try:
+            handler(hdr, body)
+        except Exception:  # a handler bug must not kill the link reader
+            log.exception("handling %r from peer failed", kind)
+
+    def _reject(self, why: str) -> None:
+        self.dropped_bad_mac += 1
+        if self.dropped_bad_mac <= 10 or self.dropped_bad_mac % 1000 == 0:  # rate-limited: a flood can't fill the disk
+            log.warning("dropped a message from the peer link: %s (%d so far)", why, self.dropped_bad_mac)
+
+    def close(self) -> None:
+        if self.loop is not None and self.pull is not None:
+            try:
+                self.loop.remove_reader(self.pull.getsockopt(zmq.FD))
+            except (ValueError, OSError, zmq.ZMQError):
+                pass
+        for s in (self.pull, self.push):
+            if s is not None:
+                s.close(0)
+        self.pull = self.push = None
+        self.ctx.term()

@@ -1,0 +1,230 @@
+"""Asynchronous replication primary → secondary (SPEC §7.4–7.5, §13 fix 13, §14).
+
+Sender (primary). Every mutation's record is appended to an ordered *window* with a sequence number
+of the current *stream* (``host_id:epoch``, renewed at every promotion). New records go out in one
+``repl`` message per loop turn; the secondary acknowledges cumulatively (``repl_ack`` and on every
+heartbeat ack). Unacknowledged records are re-sent every ``RESEND_AFTER`` seconds — apply is
+idempotent and ordered by sequence number, so duplicates are harmless — until acknowledged. The
+window is bounded (10,000 store + 10,000 registry records): overflow drops the oldest, counts it in
+``replication_dropped`` and leaves a sequence gap, which makes the secondary re-join instead of
+silently diverging. Clients never wait for any of this.
+
+Health (§7.5, §2.12): a round fails when it is sent while the link is down (no heartbeat ack for
+> 1 s) or stays unacknowledged for 5 s; an acknowledgement resets the consecutive-failure count.
+``degraded()`` — ≥ 3 consecutive failures or one in the last 5 s — drives ``BigBunny-Warning``.
+
+Receiver (secondary). Records are applied strictly in sequence order; a duplicate is skipped, a gap
+or a record from an unknown stream triggers a re-join. Messages from a lower epoch are refused, and
+a JOINING node applies nothing (it is about to replace its state). Tombstones beat stale creates and
+updates on the live link as well as at join.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bigbunny import wire
+from supervisor import peerlink
+from supervisor.channel import ShardDown
+
+if TYPE_CHECKING:
+    from supervisor.node import Node
+
+log = logging.getLogger("bbd.repl")
+RESEND_AFTER = 0.5
+FAIL_AFTER = 5.0
+LINK_DEAD_AFTER = 1.0
+WINDOW_STORE = 10_000
+WINDOW_REGISTRY = 10_000
+REGISTRY = "reg"
+
+
+class Sender:
+    def __init__(self, node: Node, send: Callable[[str, int, list[Any]], bool]) -> None:
+        self.node = node
+        self.send = send
+        self.stream = ""
+        self.seq = 0
+        self.acked = 0
+        # entries: [seq, record, held_since, sent_at (0 = unsent), is_registry]
+        self.window: deque[list[Any]] = deque()
+        self.store_pending = 0
+        self.registry_pending = 0
+        self.fail_count = 0
+        self.last_fail: float | None = None  # monotonic
+        self.dropped = 0
+        self.last_ack_time = 0.0  # monotonic time of the last heartbeat/replication ack
+        self._flush_scheduled = False
+
+    # --- state ---------------------------------------------------------------------------------
+    def reset(self, stream: str) -> None:
+        """A new stream (we just became primary): nothing of an older stream is sent any more."""
+        self.stream, self.seq, self.acked = stream, 0, 0
+        self.window.clear()
+        self.store_pending = self.registry_pending = 0
+
+    def link_alive(self) -> bool:
+        return time.monotonic() - self.last_ack_time <= LINK_DEAD_AFTER
+
+    def degraded(self) -> bool:
+        if self.fail_count >= 3:
+            return True
+        return self.last_fail is not None and time.monotonic() - self.last_fail < 5.0
+
+    def _failed(self) -> None:
+        self.fail_count += 1
+        self.last_fail = time.monotonic()
+
+    # --- enqueue / send ------------------------------------------------------------------------
+    def enqueue(self, record: list[Any], registry: bool = False) -> None:
+        if not self.stream:
+            return
+        if registry:
+            if self.registry_pending >= WINDOW_REGISTRY:
+                self._drop(True)
+            self.registry_pending += 1
+        else:
+            if self.store_pending >= WINDOW_STORE:
+                self._drop(False)
+            self.store_pending += 1
+        self.seq += 1
+        self.window.append([self.seq, record, time.time(), 0.0, registry])
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def _drop(self, registry: bool) -> None:
+        for i, entry in enumerate(self.window):
+            if entry[4] == registry:
+                del self.window[i]
+                if registry:
+                    self.registry_pending -= 1
+                else:
+                    self.store_pending -= 1
+                self.dropped += 1
+                if self.dropped <= 10 or self.dropped % 1000 == 0:
+                    log.error("replication window full: dropped a record (%d so far); the peer will re-join",
+                              self.dropped)
+                return
+
+    def flush(self, resend_before: float | None = None) -> None:
+        """Send unsent records (and, with ``resend_before``, those sent before that time)."""
+        self._flush_scheduled = False
+        now = time.monotonic()
+        batch = []
+        for entry in self.window:
+            if entry[3] == 0.0 or (resend_before is not None and entry[3] < resend_before):
+                batch.append([entry[0], entry[1], entry[2]])
+                entry[3] = now
+                if len(batch) >= 500:
+                    self._send_batch(batch)
+                    batch = []
+        if batch:
+            self._send_batch(batch)
+
+    def _send_batch(self, batch: list[list[Any]]) -> None:
+        ok = self.send(peerlink.REPL, self.node.role.epoch, [self.stream, batch])
+        if not ok or not self.link_alive():
+            self._failed()
+
+    def on_ack(self, stream: str, seq: int) -> None:
+        self.last_ack_time = time.monotonic()
+        if stream != self.stream or seq <= self.acked:
+            return
+        self.acked = seq
+        w = self.window
+        while w and w[0][0] <= seq:
+            entry = w.popleft()
+            if entry[4]:
+                self.registry_pending -= 1
+            else:
+                self.store_pending -= 1
+        self.fail_count = 0
+
+    def tick(self) -> None:
+        """Every ~100 ms on the primary: re-send what is unacknowledged, judge health."""
+        if not self.window:
+            return
+        now = time.monotonic()
+        oldest_sent = self.window[0][3]
+        if oldest_sent and now - oldest_sent > FAIL_AFTER:
+            self._failed()
+        self.flush(resend_before=now - RESEND_AFTER)
+
+    async def drain(self, timeout: float) -> bool:
+        """Shutdown: wait until everything is acknowledged (True) or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while self.window and time.monotonic() < deadline:
+            self.flush(resend_before=time.monotonic() - 0.2)
+            await asyncio.sleep(0.02)
+        return not self.window
+
+
+class Receiver:
+    """Applies the primary's stream on a secondary, in order."""
+
+    def __init__(self, node: Node, on_gap: Callable[[str], None]) -> None:
+        self.node = node
+        self.on_gap = on_gap
+        self.stream = ""
+        self.applied = 0
+        self._queue: deque[tuple[int, list[Any], float]] = deque()
+        self._busy = False
+
+    def start_stream(self, stream: str, base_seq: int) -> None:
+        self.stream, self.applied = stream, base_seq
+        self._queue.clear()
+
+    def on_batch(self, stream: str, items: list[list[Any]]) -> None:
+        if stream != self.stream:
+            self.on_gap(f"records from unknown stream {stream!r}")
+            return
+        expect = self.applied + len(self._queue) + 1
+        for seq, record, held_since in items:
+            if seq < expect:
+                continue  # duplicate of something applied or queued
+            if seq > expect:
+                self.on_gap(f"sequence gap: expected {expect}, got {seq}")
+                return
+            self._queue.append((seq, record, held_since))
+            expect += 1
+        if self._queue and not self._busy:
+            self._busy = True
+            asyncio.get_running_loop().create_task(self._apply_queue())
+
+    async def _apply_queue(self) -> None:
+        try:
+            while self._queue:
+                seq, record, held_since = self._queue.popleft()
+                if self.stream and seq == self.applied + 1:
+                    await apply_record(self.node, record, held_since)
+                    self.applied = seq
+        finally:
+            self._busy = False
+
+
+async def apply_record(node: Node, record: list[Any], held_since: float) -> None:
+    """Apply one replicated record (store or registry) locally; limits are bypassed (§6)."""
+    kind = record[0]
+    if kind == REGISTRY:
+        node.registry.apply(record[1:])
+        return
+    sid, customer = record[2], record[3]
+    if kind in ("C", "U") and sid in node.tombstones:
+        return  # tombstones beat stale creates/updates (§7.4, §14)
+    if kind == "D":
+        node.tombstones.add(sid, customer)
+    shard = node.shard_for(sid)
+    try:
+        res = await node.channels[shard].call(wire.OP_APPLY, sid, customer, extra=[record, held_since])
+    except ShardDown:
+        return
+    if res[0] == wire.OK:
+        node.accounting.apply(shard, customer, res[1])
+    elif res[0] >= 0:
+        log.warning("dropped a replicated %s record that does not open here", kind)
