@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status [--json]", "show node status"),
     "promote": ("promote", "force this node to become PRIMARY"),
     "release-lock": ("release-lock <id>", "release a stuck modify lock"),
+    "customers": ("customers [--top N] [--json]", "customers using the most memory, stores, tombstones, rate limit"),
     "create": ("create [--data S] [--ttl N] [--name S] [--reuse]", "create a blob store (body: --data or stdin)"),
     "get": ("get <id> [--ttl]", "print a store's contents"),
     "delete": ("delete <id>", "delete a store"),
@@ -138,6 +139,20 @@ def promote_cmd(uds: str) -> None:
     with _session("promote", uds) as client:
         client.promote()
         click.echo("promoted to PRIMARY")
+
+
+@_command("customers", store=False, positional=False)
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1, 100_000), help="rows per table")
+@click.option("--json", "as_json", is_flag=True, help="print the raw JSON")
+def customers_cmd(uds: str, top: int, as_json: bool) -> None:
+    with _session("customers", uds) as client:
+        report = client.customers(top)
+    if as_json:
+        click.echo(json.dumps(report, separators=(",", ":")))
+        return
+    from bigbunny.cli_status import format_customers
+
+    click.echo(format_customers(report), nl=False)
 
 
 @_command("release-lock", store=False)

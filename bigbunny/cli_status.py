@@ -88,4 +88,39 @@ def format_status(st: dict[str, Any]) -> str:
                 f"  {num(sid)}: pid {_first(info, 'pid')}, stores {_first(info, 'stores', 'store_count')}, "
                 f"memory {_first(info, 'memory', 'memory_usage')} bytes, restarts {_first(info, 'restarts')}{down}"
             )
+    procs = st.get("processes")
+    if isinstance(procs, list) and procs:
+        lines += _process_table(procs)
+    return "\n".join(lines) + "\n"
+
+
+def _mib(n: Any) -> str:
+    return f"{n / 1048576:.1f} MiB" if isinstance(n, int | float) else "?"
+
+
+def _process_table(procs: list[Any]) -> list[str]:
+    """psutil report: one row per process, then the totals (RSS double-counts shared pages)."""
+    rows = [p for p in procs if isinstance(p, dict)]
+    out = ["Processes:", f"  {'ROLE':<12}{'PID':>8}{'RSS':>14}{'CPU%':>8}"]
+    for p in rows:
+        out.append(f"  {str(p.get('role', '?')):<12}{num(p.get('pid')):>8}{_mib(p.get('rss')):>14}"
+                   f"{num(p.get('cpu_percent')):>8}")
+    rss = sum(p.get("rss", 0) for p in rows if isinstance(p.get("rss"), int | float))
+    cpu = sum(p.get("cpu_percent", 0) for p in rows if isinstance(p.get("cpu_percent"), int | float))
+    out.append(f"  {'total':<12}{len(rows):>8}{_mib(rss):>14}{round(cpu, 1):>8}")
+    return out
+
+
+def format_customers(report: dict[str, Any]) -> str:
+    """``bbd customers``: one small table per ranking."""
+    lines = [f"{'Customers:':<16}{num(report.get('customers'))}"]
+    for key, title in (("memory", "By memory"), ("stores", "By stores"), ("tombstones", "By tombstones"),
+                       ("rate_limited", "By rate-limit rejections")):
+        rows = report.get(f"top_{key}") or []
+        lines.append(f"{title}:")
+        if not rows:
+            lines.append("  (none)")
+        for r in rows:
+            lines.append(f"  {str(r.get('customer')):<40} memory {num(r.get('memory'))} B, stores {num(r.get('stores'))}"
+                         f", tombstones {num(r.get('tombstones'))}, rate-limited {num(r.get('rate_limited'))}")
     return "\n".join(lines) + "\n"

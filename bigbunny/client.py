@@ -288,6 +288,11 @@ class BBClient:
         result: dict[str, Any] = _json.loads(self._call("GET", "/status").body)
         return result
 
+    def customers(self, top: int = 10) -> dict[str, Any]:
+        """Operator view: the customers with the most memory, stores, tombstones, rate-limit rejections."""
+        result: dict[str, Any] = _json.loads(self._call("GET", f"/internal/customers?top={int(top)}").body)
+        return result
+
     def promote(self) -> str:
         return self._call("POST", "/internal/promote").text
 

@@ -123,6 +123,13 @@ class StoreEngine:
         """Bytes per customer (a copy)."""
         return dict(self._usage)
 
+    def customer_counts(self) -> dict[str, int]:
+        """Stores per customer (operator view; walks every store)."""
+        counts: dict[str, int] = {}
+        for st in self._stores.values():
+            counts[st.customer] = counts.get(st.customer, 0) + 1
+        return counts
+
     def get(self, sid: str) -> Store | None:
         """The store object, for read-only use (replication, join snapshots)."""
         return self._stores.get(sid)

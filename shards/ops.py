@@ -56,6 +56,7 @@ class ShardOps:
             wire.OP_APPLY: self.apply,
             wire.OP_DUMP: self.dump,
             wire.OP_LOAD: self.load,
+            wire.OP_CUSTOMERS: self.customers,
         }
 
     def handle(self, hdr: list[Any], body: bytes) -> tuple[list[Any], bytes]:
@@ -281,6 +282,10 @@ class ShardOps:
         elif kind == "R":
             engine.apply_unlock(sid, rec[4])
         return 0, customer, b""
+
+    def customers(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, CUSTOMERS]`` → a = {customer: store count}."""
+        return self.engine.customer_counts(), None, b""
 
     def dump(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, DUMP]`` → a = every store as a full record (join snapshot)."""

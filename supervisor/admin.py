@@ -6,6 +6,7 @@ format as the API (plain text, nosniff) so every answer of the daemon looks alik
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from bigbunny import errors, wire
 from bigbunny.errors import ApiError
-from supervisor import status
+from supervisor import metrics, status
 from supervisor.channel import ShardDown
 from supervisor.node import Node
 
@@ -36,6 +37,34 @@ def _error(err: ApiError, headers: dict[str, str] | None = None) -> Response:
 
 def _text(body: str) -> Response:
     return Response(body, 200, media_type="text/plain")
+
+
+async def customer_report(node: Node, top: int) -> dict[str, Any]:
+    """Customers with the most memory, stores, tombstones and rate-limit rejections (operator view)."""
+    stores: dict[str, int] = {}
+    for ch in node.channels:
+        try:
+            res = await ch.call(wire.OP_CUSTOMERS)
+        except ShardDown:
+            continue
+        for customer, n in (res[1] or {}).items():
+            stores[customer] = stores.get(customer, 0) + n
+    names = set(stores) | set(node.accounting.customer) | set(node.tombstones.per_customer)
+    names |= set(node.limiter.rejected_by)
+    rows = [
+        {
+            "customer": c,
+            "memory": node.accounting.customer.get(c, 0),
+            "stores": stores.get(c, 0),
+            "tombstones": node.tombstones.per_customer.get(c, 0),
+            "rate_limited": node.limiter.rejected_by.get(c, 0),
+        }
+        for c in names
+    ]
+    out: dict[str, Any] = {"customers": len(rows)}
+    for key in ("memory", "stores", "tombstones", "rate_limited"):
+        out[f"top_{key}"] = sorted((r for r in rows if r[key]), key=lambda r: (-r[key], r["customer"]))[:top]
+    return out
 
 
 def build_admin(node: Node) -> Starlette:
@@ -67,6 +96,30 @@ def build_admin(node: Node) -> Starlette:
         log.info("lock released by operator request")
         return _text("lock released")
 
+    registry = metrics.build_registry(node, node.stats)
+
+    async def get_metrics(request: Request) -> Response:
+        await node.pool.refresh()
+        return Response(metrics.render(registry), 200, media_type=metrics.CONTENT_TYPE)
+
+    async def healthz(request: Request) -> Response:
+        if node.healthy():
+            return _text("ok")
+        return _error(ApiError(503, "a shard is not answering", "StoreUnavailable", 1))
+
+    async def readyz(request: Request) -> Response:
+        why = node.ready()
+        if not why:
+            return _text("ready")
+        return _error(ApiError(503, f"not ready: {why}", "StoreUnavailable", 1))
+
+    async def customers(request: Request) -> Response:
+        raw = request.query_params.get("top", "20")
+        if not raw.isdigit() or not 0 < int(raw) <= 100_000:
+            return _error(ApiError(400, "invalid top (1-100000)"))
+        return Response(json.dumps(await customer_report(node, int(raw)), separators=(",", ":")) + "\n",
+                        200, media_type="application/json")
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
@@ -78,6 +131,10 @@ def build_admin(node: Node) -> Starlette:
 
     routes = [
         Route("/status", get_status, methods=["GET", "HEAD"]),
+        Route("/metrics", get_metrics, methods=["GET", "HEAD"]),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/internal/customers", customers, methods=["GET"]),
         Route("/internal/promote", promote, methods=["POST"]),
         Route("/internal/release-lock/{id:str}", release_lock, methods=["POST"]),
     ]

@@ -9,6 +9,7 @@ at a later step of the check order travels as flags (see ``bigbunny.wire``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 from bigbunny import errors, wire
@@ -42,20 +43,20 @@ class StoreApi:
         self.max_body = node.cfg.max_store_size
         self._customers: dict[bytes, str] = {}
         names = NamesApi(self)
-        # path segment -> (handler, takes a {param} segment, forwarded to the primary when not primary)
-        self.routes: dict[bytes, tuple[Callable[..., Awaitable[None]], bool, bool]] = {
-            b"create": (self.create, False, True),
-            b"snapshot": (self.snapshot, True, False),
-            b"begin-modify": (self.begin_modify, True, True),
-            b"complete-modify": (self.complete_modify, True, True),
-            b"cancel-modify": (self.cancel_modify, True, True),
-            b"update": (self.update, True, True),
-            b"increment": (self.increment, True, True),
-            b"decrement": (self.decrement, True, True),
-            b"delete": (self.delete, True, True),
-            b"create-by-name": (names.create_by_name, True, True),
-            b"delete-by-name": (names.delete_by_name, True, True),
-            b"lookup-id-by-name": (names.lookup, True, False),
+        # segment -> (handler, takes a {param} segment, forwarded when not primary, metrics label)
+        self.routes: dict[bytes, tuple[Callable[..., Awaitable[None]], bool, bool, str]] = {
+            b"create": (self.create, False, True, "create"),
+            b"snapshot": (self.snapshot, True, False, "snapshot"),
+            b"begin-modify": (self.begin_modify, True, True, "begin-modify"),
+            b"complete-modify": (self.complete_modify, True, True, "complete-modify"),
+            b"cancel-modify": (self.cancel_modify, True, True, "cancel-modify"),
+            b"update": (self.update, True, True, "update"),
+            b"increment": (self.increment, True, True, "increment"),
+            b"decrement": (self.decrement, True, True, "decrement"),
+            b"delete": (self.delete, True, True, "delete"),
+            b"create-by-name": (names.create_by_name, True, True, "create-by-name"),
+            b"delete-by-name": (names.delete_by_name, True, True, "delete-by-name"),
+            b"lookup-id-by-name": (names.lookup, True, False, "lookup-id-by-name"),
         }
 
     # --- dispatch ----------------------------------------------------------------------------
@@ -66,6 +67,21 @@ class StoreApi:
             return await responses.send_error(send, errors.PAGE_NOT_FOUND)
         if scope["method"] != "POST":
             return await responses.send_method_not_allowed(send, _ALLOW_POST)
+        t0 = perf_counter()
+        status = 0
+
+        async def counted(message: dict[str, Any]) -> None:  # records the status for /metrics
+            nonlocal status
+            if not status:
+                status = message.get("status", 0)
+            await send(message)
+
+        try:
+            await self._dispatch(scope, receive, counted, route, param)
+        finally:
+            self.node.stats.observe(route[3], status, perf_counter() - t0)
+
+    async def _dispatch(self, scope: dict[str, Any], receive: Receive, send: Send, route: Any, param: bytes) -> None:
         h = Headers(scope["headers"])
         role = self.node.role
         if role.role != PRIMARY and self.node.cluster is not None and (route[2] or role.role == JOINING):

@@ -24,6 +24,8 @@ import zmq
 
 from bigbunny.config import Config
 from bigbunny.logs import setup_logging
+from supervisor.node import Node
+from supervisor.sdnotify import Notifier
 from supervisor.uds import BindError, bind_uds, remove_uds
 
 log = logging.getLogger("bbd.supervisor")
@@ -82,11 +84,23 @@ def run(cfg: Config) -> int:
         log.info("stopped")
 
 
+async def _systemd(notifier: Notifier, node: Node) -> None:
+    """READY=1 once the socket is bound and every shard answers; WATCHDOG=1 only while they answer."""
+    while not await node.pool.wait_ready(1.0):
+        pass
+    notifier.notify(f"READY=1\nSTATUS=serving on {node.cfg.uds} as {node.role.role}\nMAINPID={os.getpid()}")
+    if not notifier.watchdog_interval:
+        return
+    while True:
+        await asyncio.sleep(notifier.watchdog_interval)
+        if node.healthy():
+            notifier.notify("WATCHDOG=1")
+
+
 async def _main(cfg: Config, sock: object, rundir: str) -> int:
     from supervisor.admin import App
     from supervisor.gc import Collector
     from supervisor.httpserver import HttpLimits, make_server
-    from supervisor.node import Node
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -124,10 +138,15 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
             break
         await asyncio.sleep(0.001)
     node.pool.spawn_all()
+    notifier = Notifier()
+    systemd = loop.create_task(_systemd(notifier, node)) if notifier.enabled else None
     gc = loop.create_task(Collector(node, cfg.gc_interval).run())
     waiter = loop.create_task(stop.wait())
     await asyncio.wait([serve, waiter], return_when=asyncio.FIRST_COMPLETED)
     stopping_at = time.monotonic()
+    if systemd is not None:
+        systemd.cancel()
+    notifier.notify("STOPPING=1")
     log.info("shutting down: draining requests (≤ %.0f s)", DRAIN_TIMEOUT)
     server.should_exit = True
     try:

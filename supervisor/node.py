@@ -33,6 +33,11 @@ class Node:
         self.pool = ShardPool(cfg.shards, rundir, shard_settings(cfg), self.accounting.drop_shard)
         self.nshards = cfg.shards
         self._rr = 0
+        from supervisor.metrics import RequestStats
+        from supervisor.procinfo import ProcessReporter
+
+        self.stats = RequestStats()
+        self.procinfo = ProcessReporter(self.pool)
         self.inflight_mutations = 0  # mutations past their barrier check, not yet answered (join waits)
         self.cluster: Any = None  # supervisor.cluster.Cluster when a peer is configured
 
@@ -40,6 +45,20 @@ class Node:
         """Hand a mutation's record to replication (no-op without a peer or when not primary)."""
         if self.cluster is not None:
             self.cluster.replicate(record, registry)
+
+    def healthy(self) -> bool:
+        """Alive and every shard answering (``/healthz``, systemd watchdog)."""
+        return all(s.up for s in self.pool.slots)
+
+    def ready(self) -> str:
+        """Empty if ready to serve (``/readyz``), else the reason."""
+        if not self.healthy():
+            return "a shard is down"
+        if self.role.role not in ("PRIMARY", "SECONDARY"):
+            return f"role {self.role.role}"
+        if self.role.barrier:
+            return "join snapshot in progress"
+        return ""
 
     def degraded(self) -> bool:
         """§2.12 DegradedWrite: replication unhealthy on a primary with a peer, judged before this write."""

@@ -16,6 +16,7 @@ class RateLimiter:
         self.clock = clock
         self.buckets: dict[str, list[float]] = {}  # customer -> [tokens, last refill time]
         self.rejected = 0
+        self.rejected_by: dict[str, int] = {}  # per customer, for the operator view (bounded below)
 
     def allow(self, customer: str) -> bool:
         """Take a token for ``customer``; False (and nothing taken) when the bucket is empty."""
@@ -33,6 +34,8 @@ class RateLimiter:
             b[0] -= 1.0
             return True
         self.rejected += 1
+        if customer in self.rejected_by or len(self.rejected_by) < 100_000:
+            self.rejected_by[customer] = self.rejected_by.get(customer, 0) + 1
         return False
 
     def prune(self) -> int:

@@ -59,6 +59,7 @@ async def status_document(node: Node) -> dict[str, Any]:
             for s in slots
         ],
         "uptime": format_duration(int((now - node.started) * 1e9)),
+        "processes": node.procinfo.report(),
     }
 
 

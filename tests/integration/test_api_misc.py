@@ -22,6 +22,7 @@ from bigbunny.client import BBClient, Response
 SID_RE = re.compile(r"v1:0:[A-Za-z0-9_-]{59}")
 STATUS_KEYS = {
     "host_id",
+    "processes",
     "last_leader_seen",
     "last_replication_fail",
     "leader_epoch",
