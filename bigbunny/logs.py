@@ -33,3 +33,29 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     # uvicorn's own loggers propagate to ours; its per-request access log stays off.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("uvicorn.error").setLevel(max(root.level, logging.WARNING))
+
+
+class Throttle:
+    """Rate-limits a log line per key: at most ``burst`` lines per ``interval`` seconds, then one
+    summary with the count suppressed. A flood of rejections cannot fill the disk."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0, burst: int = 5) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.burst = burst
+        self._state: dict[str, list[float]] = {}  # key -> [window start, lines logged, suppressed]
+
+    def log(self, level: int, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        st = self._state.get(key)
+        if st is None or now - st[0] >= self.interval:
+            if st is not None and st[2]:
+                self.logger.log(level, "%s: %d similar lines suppressed in %.0f s", key, int(st[2]), self.interval)
+            if len(self._state) > 10_000:
+                self._state.clear()
+            st = self._state[key] = [now, 0, 0]
+        if st[1] < self.burst:
+            st[1] += 1
+            self.logger.log(level, msg, *args)
+        else:
+            st[2] += 1

@@ -8,12 +8,14 @@ at a later step of the check order travels as flags (see ``bigbunny.wire``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
 from bigbunny import errors, wire
 from bigbunny.errors import ApiError
+from bigbunny.logs import Throttle
 from bigbunny.storeid import CUSTOMER_RE
 from supervisor import responses
 from supervisor.channel import ShardDown
@@ -26,6 +28,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Result = tuple[int, Any, Any, bytes]
 _ALLOW_POST = b"POST"
 DEGRADED = ((b"bigbunny-warning", b"DegradedWrite"),)
+_limits_log = Throttle(logging.getLogger("bbd.limits"))
+_OP_NAMES = {wire.OP_CREATE: "create", wire.OP_COMPLETE: "complete-modify", wire.OP_UPDATE: "update",
+             wire.OP_ADD: "counter change", wire.OP_DELETE: "delete"}
 # Reservations are the largest growth a request can cause (SPEC §6: size = body + 256):
 # a create grows by len(body) + 256 at most (a counter's stored form is never longer than its spec);
 # a blob write by len(body); a counter write by the digits of one int64 value.
@@ -90,6 +95,7 @@ class StoreApi:
         if customer.__class__ is ApiError:
             return await responses.send_error(send, customer)
         if not self.node.limiter.allow(customer):
+            _limits_log.log(logging.INFO, f"rate:{customer}", "rate limit: refusing customer %s", customer)
             return await responses.send_error(send, errors.RATE_LIMITED)
         try:
             await route[0](send, receive, h, customer, decode_segment(param))
@@ -143,8 +149,10 @@ class StoreApi:
         err = res[0]
         if err != wire.OK:
             e = errors.ERRORS[err]
-            if e.status == 507:
+            if e.status == 507 or e is errors.TOMBSTONE_LIMIT:
                 acct.count_rejection(e.code)
+                _limits_log.log(logging.WARNING, f"{e.code}:{customer}", "refused %s for customer %s: %s",
+                                _OP_NAMES.get(op, op), customer, e.code)
             raise e
         if res[4] is not None:
             node.replicate(res[4])

@@ -33,7 +33,8 @@ class ProcessReporter:
 
     def report(self) -> list[dict[str, Any]]:
         """``[{pid, role, rss, cpu_percent}]`` for the supervisor and every live shard."""
-        wanted = [(os.getpid(), "supervisor")] + [(s.pid, f"shard-{s.index}") for s in self.pool.slots if s.up and s.pid]
+        shards = [(s.pid, f"shard-{s.index}") for s in self.pool.slots if s.up and s.pid]
+        wanted = [(os.getpid(), "supervisor"), *shards]
         out = []
         for pid, role in wanted:
             p = self._proc(pid)
