@@ -98,16 +98,20 @@ def _mib(n: Any) -> str:
     return f"{n / 1048576:.1f} MiB" if isinstance(n, int | float) else "?"
 
 
+def _pct(n: Any) -> str:
+    return f"{n:.1f}" if isinstance(n, int | float) and not isinstance(n, bool) else "?"
+
+
 def _process_table(procs: list[Any]) -> list[str]:
     """psutil report: one row per process, then the totals (RSS double-counts shared pages)."""
     rows = [p for p in procs if isinstance(p, dict)]
     out = ["Processes:", f"  {'ROLE':<12}{'PID':>8}{'RSS':>14}{'CPU%':>8}"]
     for p in rows:
         out.append(f"  {str(p.get('role', '?')):<12}{num(p.get('pid')):>8}{_mib(p.get('rss')):>14}"
-                   f"{num(p.get('cpu_percent')):>8}")
+                   f"{_pct(p.get('cpu_percent')):>8}")
     rss = sum(p.get("rss", 0) for p in rows if isinstance(p.get("rss"), int | float))
     cpu = sum(p.get("cpu_percent", 0) for p in rows if isinstance(p.get("cpu_percent"), int | float))
-    out.append(f"  {'total':<12}{len(rows):>8}{_mib(rss):>14}{round(cpu, 1):>8}")
+    out.append(f"  {'total':<12}{len(rows):>8}{_mib(rss):>14}{_pct(cpu):>8}")
     return out
 
 

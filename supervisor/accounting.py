@@ -26,7 +26,8 @@ class Accounting:
         self.shard_total = [0] * shards
         self.reserved_total = 0
         self.reserved_customer: defaultdict[str, int] = defaultdict(int)
-        self.rejections = {"CustomerQuotaExceeded": 0, "CapacityExceeded": 0}
+        # refusals actually answered, by error code (the metrics and logs count what clients saw)
+        self.rejections = {"CustomerQuotaExceeded": 0, "CapacityExceeded": 0, "TombstoneLimitExceeded": 0}
 
     def reserve(self, customer: str, need: int) -> list[int] | None:
         """Reserve up to ``need`` bytes of growth; returns the wire allowance or None if no limit is set."""

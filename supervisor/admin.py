@@ -115,7 +115,7 @@ def build_admin(node: Node) -> Starlette:
 
     async def customers(request: Request) -> Response:
         raw = request.query_params.get("top", "20")
-        if not raw.isdigit() or not 0 < int(raw) <= 100_000:
+        if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= 100_000:  # str.isdigit alone takes "²"
             return _error(ApiError(400, "invalid top (1-100000)"))
         return Response(json.dumps(await customer_report(node, int(raw)), separators=(",", ":")) + "\n",
                         200, media_type="application/json")
@@ -129,6 +129,9 @@ def build_admin(node: Node) -> Starlette:
             return _error(ApiError(405, "Method Not Allowed"), headers)
         return _error(errors.PAGE_NOT_FOUND if exc.status_code == 404 else ApiError(exc.status_code, exc.detail))
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        return _error(errors.INTERNAL)  # a bug: same format as the API's 500 (Starlette logs the traceback)
+
     routes = [
         Route("/status", get_status, methods=["GET", "HEAD"]),
         Route("/metrics", get_metrics, methods=["GET", "HEAD"]),
@@ -138,7 +141,7 @@ def build_admin(node: Node) -> Starlette:
         Route("/internal/promote", promote, methods=["POST"]),
         Route("/internal/release-lock/{id:str}", release_lock, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.router.redirect_slashes = False  # §2.1: no trailing-slash normalisation ("/status/" is 404)
     return app
 

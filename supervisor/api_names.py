@@ -149,6 +149,7 @@ class NamesApi:
         if admitted is False:
             reg.set_state(entry, ACTIVE)
             self._put(entry)
+            self.node.accounting.count_rejection(errors.TOMBSTONE_LIMIT.code)
             raise errors.TOMBSTONE_LIMIT
         try:
             await self._force_delete(sid, customer)

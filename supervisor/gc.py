@@ -32,17 +32,25 @@ class Collector:
         self.tomb_interval = tomb_interval
 
     async def run(self) -> None:
-        last_sweep = time.monotonic()
+        """Both periodic jobs, each on its own cadence."""
+        await asyncio.gather(self._collect_loop(), self._sweep_loop())
+
+    async def _collect_loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
                 if self.node.role.is_primary and not self.node.role.barrier:
                     await self.collect_once()
-                if time.monotonic() - last_sweep >= self.tomb_interval:
-                    last_sweep = time.monotonic()
-                    self.sweep_once()
             except Exception:  # housekeeping must never take the daemon down
                 log.exception("gc round failed")
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tomb_interval)
+            try:
+                self.sweep_once()
+            except Exception:
+                log.exception("tombstone sweep failed")
 
     def sweep_once(self) -> None:
         gone = self.node.tombstones.sweep()

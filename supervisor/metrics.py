@@ -70,7 +70,6 @@ class NodeCollector:
         rej = CounterMetricFamily("bbd_limit_rejections", "requests refused by a limit", labels=["reason"])
         for reason, n in node.accounting.rejections.items():
             rej.add_metric([reason], n)
-        rej.add_metric(["TombstoneLimitExceeded"], node.tombstones.rejections)
         yield rej
         reg = GaugeMetricFamily("bbd_registry_entries", "named-store entries by state", labels=["state"])
         states = node.registry.states()

@@ -25,7 +25,6 @@ class Tombstones:
         self.per_customer: defaultdict[str, int] = defaultdict(int)
         self.pending = 0
         self.pending_customer: defaultdict[str, int] = defaultdict(int)
-        self.rejections = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -39,10 +38,8 @@ class Tombstones:
         if not (self.customer_limit or self.global_limit) or sid in self.entries:
             return None
         if self.global_limit and len(self.entries) + self.pending >= self.global_limit:
-            self.rejections += 1
             return False
         if self.customer_limit and self.per_customer[customer] + self.pending_customer[customer] >= self.customer_limit:
-            self.rejections += 1
             return False
         self.pending += 1
         self.pending_customer[customer] += 1
