@@ -8,10 +8,12 @@ States and transitions (all in the supervisor's event loop, so no locks):
   for it to take over (it promotes at once when it sees its old leader come back empty).
 * JOINING → SECONDARY: after a join snapshot from the primary was applied (see ``Joiner``).
 * SECONDARY → PRIMARY: lease expiry (no accepted heartbeat for 2 s + 2 s grace) or ``promote``;
-  epoch + 1, replication stream renewed, lock-state-unknown window opened.
+  epoch + 1, replication stream renewed, lock-state-unknown window opened. The last
+  ``LEASE_PROBE`` of the lease is spent asking the leader directly: if it answers as PRIMARY, the
+  silence was ours (a frozen or starved process), and we stay SECONDARY.
 * JOINING → PRIMARY: a lone node that never saw a primary promotes itself after the lease
   (§13 fix 12), or ``promote``.
-* PRIMARY/SECONDARY → JOINING: a heartbeat with a higher epoch (adopted), a sequence gap in the
+* PRIMARY/SECONDARY → JOINING: a heartbeat with a higher epoch (adopted), records the primary dropped from the
   replication stream, or — with equal epochs and two primaries — the larger host ID steps down
   (§13 fix 10). A demoted node re-joins from the winner.
 
@@ -43,6 +45,7 @@ log = logging.getLogger("bbd.cluster")
 HEARTBEAT_EVERY = 0.2
 TICK = 0.1
 LEASE = 2.0 + 2.0
+LEASE_PROBE = 0.5
 PROBE_WINDOW = 1.0
 JOIN_RETRY = 1.0
 JOIN_STALL = 15.0
@@ -70,6 +73,7 @@ class Cluster:
         self.join_chunks: list[list[Any]] = []
         self.serving_join = False
         self._probe: asyncio.Future[list[Any]] | None = None
+        self._lease_check: asyncio.Task[None] | None = None
         self._join_ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         for kind, fn in (
@@ -114,11 +118,13 @@ class Cluster:
 
     async def stop(self, flush_timeout: float) -> None:
         """Shutdown: flush unacknowledged replication to the peer (bounded), then close the link."""
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._lease_check):  # no promotion while we shut down
+            if task is not None:
+                task.cancel()
         if self.role.is_primary and self.sender.window:
             ok = await self.sender.drain(flush_timeout)
-            log.info("replication flush on shutdown: %s", "complete" if ok else "timed out, records left")
+            outcome = "complete" if ok else "incomplete (timeout or peer unreachable)"
+            log.info("replication flush on shutdown: %s", outcome)
         self.forwarder.fail_all()
         self.link.close()
 
@@ -141,7 +147,8 @@ class Cluster:
         if peer_role == PRIMARY:
             log.info("peer %s is PRIMARY (epoch %d): joining it", self.peer.id, peer_epoch)
             self.leader = self.peer.id
-            self.request_join()
+            if self.role.role == JOINING and self.join_id is None:  # a heartbeat may have started one already
+                self.request_join()
         elif self.first and peer_role is None:
             self._become_initial_primary(0)
         elif self.first and peer_role == JOINING:
@@ -167,9 +174,8 @@ class Cluster:
             self.sender.tick()
         elif role == SECONDARY:
             seen = self.role.last_leader_seen
-            if seen is not None and now - seen > LEASE:
-                log.warning("lease expired: no heartbeat from %s for %.1f s", self.leader, now - seen)
-                self.promote("lease expired")
+            if seen is not None and now - seen > LEASE - LEASE_PROBE and self._lease_check is None:
+                self._lease_check = asyncio.get_running_loop().create_task(self._check_lease(seen))
         else:  # JOINING
             if self.join_id is not None and now - self.join_attempt > JOIN_STALL:
                 log.warning("join %s stalled; retrying", self.join_id)
@@ -178,6 +184,29 @@ class Cluster:
                 self.request_join()
             elif not self.ever_saw_primary and now - self.joining_since > LEASE and self.join_id is None:
                 self.promote("no primary seen since start-up")
+
+    async def _check_lease(self, seen: float) -> None:
+        """The leader has been silent for most of the lease: ask it before taking over.
+
+        A node that was itself frozen (SIGSTOP, a VM or GC stall, a starved host) finds its lease
+        expired the moment it resumes, before it has read the heartbeats waiting for it. Promoting
+        then would make the healthy primary step down and join us — and lose every write we missed.
+        """
+        try:
+            reply = await self.probe(max(seen + LEASE - time.monotonic(), LEASE_PROBE))
+            if self.role.role != SECONDARY or self.role.last_leader_seen != seen:
+                return  # a heartbeat (or a role change) came meanwhile
+            if reply is not None and reply[5] == PRIMARY and reply[3] >= self.role.epoch:
+                log.info("leader %s silent for %.1f s but answers: staying SECONDARY",
+                         reply[1], time.monotonic() - seen)
+                self.role.last_leader_seen = time.monotonic()
+                return
+            await asyncio.sleep(max(0.0, seen + LEASE - time.monotonic()))
+            if self.role.role == SECONDARY and self.role.last_leader_seen == seen:
+                log.warning("lease expired: no heartbeat from %s for %.1f s", self.leader, time.monotonic() - seen)
+                self.promote("lease expired")
+        finally:
+            self._lease_check = None
 
     def _heartbeat(self) -> None:
         st = self.node.pool.slots
@@ -269,12 +298,12 @@ class Cluster:
             self.sender.enqueue(record, registry)
 
     def on_repl(self, hdr: list[Any], body: bytes) -> None:
-        epoch, stream, items = hdr[3], hdr[5], hdr[6]
+        epoch, stream, items, dropped_upto = hdr[3], hdr[5], hdr[6], hdr[7]
         if self.role.role == JOINING or epoch < self.role.epoch:
             return  # refused (§7.3): unacknowledged, the primary will resend after our join
         if self.role.role == PRIMARY:
             return
-        self.receiver.on_batch(stream, items)
+        self.receiver.on_batch(stream, items, dropped_upto)
         asyncio.get_running_loop().call_later(0.005, self._ack)
 
     def _ack(self) -> None:

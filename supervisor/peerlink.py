@@ -26,6 +26,7 @@ import msgpack
 import zmq
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from zmq.utils import z85  # a submodule: not loaded by ``import zmq``
 
 log = logging.getLogger("bbd.link")
 
@@ -49,7 +50,7 @@ def curve_keys(token: str) -> tuple[bytes, bytes, bytes, bytes]:
     """(server_public, server_secret, client_public, client_secret), Z85, derived from the token."""
     out = []
     for label in (b"curve-server", b"curve-client"):
-        secret = zmq.utils.z85.encode(_derive(token, label))
+        secret = z85.encode(_derive(token, label))
         out += [zmq.curve_public(secret), secret]
     return out[0], out[1], out[2], out[3]
 
@@ -152,7 +153,7 @@ class PeerLink:
 
     def _dispatch(self, frames: list[bytes]) -> None:
         if len(frames) != 3:
-            self._reject("malformed message (%d frames)" % len(frames))
+            self._reject(f"malformed message ({len(frames)} frames)")
             return
         mac, header, body = frames
         if self.mac_key:

@@ -13,10 +13,13 @@ Health (§7.5, §2.12): a round fails when it is sent while the link is down (no
 > 1 s) or stays unacknowledged for 5 s; an acknowledgement resets the consecutive-failure count.
 ``degraded()`` — ≥ 3 consecutive failures or one in the last 5 s — drives ``BigBunny-Warning``.
 
-Receiver (secondary). Records are applied strictly in sequence order; a duplicate is skipped, a gap
-or a record from an unknown stream triggers a re-join. Messages from a lower epoch are refused, and
-a JOINING node applies nothing (it is about to replace its state). Tombstones beat stale creates and
-updates on the live link as well as at join.
+Receiver (secondary). Records are applied strictly in sequence order; a duplicate is skipped. A
+record beyond the next expected one only means an earlier one was lost in transit (for instance sent
+while we were still applying our join snapshot): it is ignored, the sender re-sends everything
+unacknowledged in order. Only a record the sender *dropped* (each batch carries the highest dropped
+sequence number) or a record from an unknown stream is a real gap and triggers a re-join. Messages
+from a lower epoch are refused, and a JOINING node applies nothing (it is about to replace its
+state). Tombstones beat stale creates and updates on the live link as well as at join.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from bigbunny import wire
@@ -51,22 +54,26 @@ class Sender:
         self.stream = ""
         self.seq = 0
         self.acked = 0
-        # entries: [seq, record, held_since, sent_at (0 = unsent), is_registry]
+        # entries: [seq, record, held_since, sent_at (0 = unsent), is_registry, first_sent (0 = unsent)]
         self.window: deque[list[Any]] = deque()
         self.store_pending = 0
         self.registry_pending = 0
         self.fail_count = 0
         self.last_fail: float | None = None  # monotonic
         self.dropped = 0
+        self.dropped_upto = 0  # highest sequence number of this stream dropped on overflow (never sent again)
         self.last_ack_time = 0.0  # monotonic time of the last heartbeat/replication ack
+        self._last_timeout = 0.0  # monotonic time the unacknowledged head last counted as a failed round
         self._flush_scheduled = False
+        self.unsent = 0  # entries at the tail of the window never sent yet (always a suffix)
 
     # --- state ---------------------------------------------------------------------------------
     def reset(self, stream: str) -> None:
         """A new stream (we just became primary): nothing of an older stream is sent any more."""
-        self.stream, self.seq, self.acked = stream, 0, 0
+        self.stream, self.seq, self.acked, self.dropped_upto = stream, 0, 0, 0
         self.window.clear()
         self.store_pending = self.registry_pending = 0
+        self.unsent = 0
 
     def link_alive(self) -> bool:
         return time.monotonic() - self.last_ack_time <= LINK_DEAD_AFTER
@@ -93,7 +100,8 @@ class Sender:
                 self._drop(False)
             self.store_pending += 1
         self.seq += 1
-        self.window.append([self.seq, record, time.time(), 0.0, registry])
+        self.window.append([self.seq, record, time.time(), 0.0, registry, 0.0])
+        self.unsent += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
@@ -102,6 +110,9 @@ class Sender:
         for i, entry in enumerate(self.window):
             if entry[4] == registry:
                 del self.window[i]
+                if entry[3] == 0.0:
+                    self.unsent -= 1
+                self.dropped_upto = max(self.dropped_upto, entry[0])
                 if registry:
                     self.registry_pending -= 1
                 else:
@@ -112,23 +123,43 @@ class Sender:
                               self.dropped)
                 return
 
-    def flush(self, resend_before: float | None = None) -> None:
-        """Send unsent records (and, with ``resend_before``, those sent before that time)."""
+    def flush(self) -> None:
+        """Send the records never sent yet (a suffix of the window: O(new records), not O(window))."""
         self._flush_scheduled = False
-        now = time.monotonic()
-        batch = []
+        n = self.unsent
+        if not n:
+            return
+        self.unsent = 0
+        fresh = []
+        for entry in reversed(self.window):
+            fresh.append(entry)
+            if len(fresh) == n:
+                break
+        fresh.reverse()
+        self._send_entries(fresh)
+
+    def resend(self, before: float, limit: int = 5000) -> None:
+        """Re-send the oldest records last sent before ``before`` (sent_at grows along the window)."""
+        old = []
         for entry in self.window:
-            if entry[3] == 0.0 or (resend_before is not None and entry[3] < resend_before):
+            if entry[3] == 0.0 or entry[3] >= before or len(old) >= limit:
+                break
+            old.append(entry)
+        if old:
+            self._send_entries(old)
+
+    def _send_entries(self, entries: list[list[Any]]) -> None:
+        now = time.monotonic()
+        for i in range(0, len(entries), 500):
+            batch = []
+            for entry in entries[i : i + 500]:
                 batch.append([entry[0], entry[1], entry[2]])
                 entry[3] = now
-                if len(batch) >= 500:
-                    self._send_batch(batch)
-                    batch = []
-        if batch:
+                entry[5] = entry[5] or now
             self._send_batch(batch)
 
     def _send_batch(self, batch: list[list[Any]]) -> None:
-        ok = self.send(peerlink.REPL, self.node.role.epoch, [self.stream, batch])
+        ok = self.send(peerlink.REPL, self.node.role.epoch, [self.stream, batch, self.dropped_upto])
         if not ok or not self.link_alive():
             self._failed()
 
@@ -151,16 +182,22 @@ class Sender:
         if not self.window:
             return
         now = time.monotonic()
-        oldest_sent = self.window[0][3]
-        if oldest_sent and now - oldest_sent > FAIL_AFTER:
+        # Judged on the *first* send: re-sends refresh sent_at. The link may look alive (heartbeats
+        # acknowledged) while the peer refuses replication, e.g. stuck JOINING; once per FAIL_AFTER.
+        first_sent = self.window[0][5]
+        if first_sent and now - max(first_sent, self._last_timeout) > FAIL_AFTER:
+            self._last_timeout = now
             self._failed()
-        self.flush(resend_before=now - RESEND_AFTER)
+        if self.link_alive():  # while the peer is gone, re-sending would only burn CPU
+            self.resend(now - RESEND_AFTER)
 
     async def drain(self, timeout: float) -> bool:
-        """Shutdown: wait until everything is acknowledged (True) or ``timeout`` passes."""
+        """Shutdown: wait until everything is acknowledged (True), ``timeout`` passes, or the link is
+        dead (no acknowledgement for > 1 s: a peer that is down or refuses us would only stall the exit)."""
         deadline = time.monotonic() + timeout
-        while self.window and time.monotonic() < deadline:
-            self.flush(resend_before=time.monotonic() - 0.2)
+        while self.window and time.monotonic() < deadline and self.link_alive():
+            self.flush()
+            self.resend(time.monotonic() - 0.2)
             await asyncio.sleep(0.02)
         return not self.window
 
@@ -180,17 +217,19 @@ class Receiver:
         self.stream, self.applied = stream, base_seq
         self._queue.clear()
 
-    def on_batch(self, stream: str, items: list[list[Any]]) -> None:
+    def on_batch(self, stream: str, items: list[list[Any]], dropped_upto: int = 0) -> None:
         if stream != self.stream:
             self.on_gap(f"records from unknown stream {stream!r}")
             return
         expect = self.applied + len(self._queue) + 1
+        if dropped_upto >= expect:  # the sender gave up on a record we have not applied: only a join repairs it
+            self.on_gap(f"sequence gap: the primary dropped records up to {dropped_upto}, we expect {expect}")
+            return
         for seq, record, held_since in items:
             if seq < expect:
                 continue  # duplicate of something applied or queued
             if seq > expect:
-                self.on_gap(f"sequence gap: expected {expect}, got {seq}")
-                return
+                break  # an earlier record was lost in transit: it is re-sent, in order, with what follows
             self._queue.append((seq, record, held_since))
             expect += 1
         if self._queue and not self._busy:
@@ -198,33 +237,51 @@ class Receiver:
             asyncio.get_running_loop().create_task(self._apply_queue())
 
     async def _apply_queue(self) -> None:
+        """Apply everything queued: records are issued in order without waiting for each answer (a
+        shard's channel is FIFO, so per-store order holds), then the position advances."""
         try:
             while self._queue:
-                seq, record, held_since = self._queue.popleft()
-                if self.stream and seq == self.applied + 1:
-                    await apply_record(self.node, record, held_since)
-                    self.applied = seq
+                stream, items = self.stream, list(self._queue)
+                self._queue.clear()
+                pending = [p for p in (start_apply(self.node, rec, held) for _, rec, held in items) if p]
+                if pending:
+                    await asyncio.gather(*pending)
+                if self.stream == stream and items[0][0] == self.applied + 1:
+                    self.applied = items[-1][0]
         finally:
             self._busy = False
 
 
-async def apply_record(node: Node, record: list[Any], held_since: float) -> None:
-    """Apply one replicated record (store or registry) locally; limits are bypassed (§6)."""
+def start_apply(node: Node, record: list[Any], held_since: float) -> Awaitable[None] | None:
+    """Start applying one replicated record (limits are bypassed, §6); supervisor-side effects
+    (registry, tombstones) happen now, in stream order. Returns what to await for a store record."""
     kind = record[0]
     if kind == REGISTRY:
         node.registry.apply(record[1:])
-        return
+        return None
     sid, customer = record[2], record[3]
     if kind in ("C", "U") and sid in node.tombstones:
-        return  # tombstones beat stale creates/updates (§7.4, §14)
+        return None  # tombstones beat stale creates/updates (§7.4, §14)
     if kind == "D":
         node.tombstones.add(sid, customer)
     shard = node.shard_for(sid)
+    fut = node.channels[shard].call(wire.OP_APPLY, sid, customer, extra=[record, held_since])
+    return _finish_apply(node, shard, customer, kind, fut)
+
+
+async def _finish_apply(node: Node, shard: int, customer: str, kind: str, fut: Awaitable[Any]) -> None:
     try:
-        res = await node.channels[shard].call(wire.OP_APPLY, sid, customer, extra=[record, held_since])
+        res = await fut
     except ShardDown:
         return
     if res[0] == wire.OK:
         node.accounting.apply(shard, customer, res[1])
     elif res[0] >= 0:
         log.warning("dropped a replicated %s record that does not open here", kind)
+
+
+async def apply_record(node: Node, record: list[Any], held_since: float) -> None:
+    """Apply one replicated record and wait for it."""
+    pending = start_apply(node, record, held_since)
+    if pending is not None:
+        await pending

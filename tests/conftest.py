@@ -65,15 +65,20 @@ class Daemon:
         return BBClient(self.sock).status()
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
     def shard_pids(self) -> list[int]:
         return [s["pid"] for s in self.status()["shards"]]
 
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM; returns the exit code. Kills (and reports) anything that outlives the timeout."""
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stop(self, timeout: float = 10.0, keep_log: bool = False) -> int:
+        """SIGTERM; returns the exit code. Kills (and reports) anything that outlives the timeout.
+        ``keep_log`` leaves the temp dir (and the log) for the caller to read, then ``cleanup``."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -86,7 +91,8 @@ class Daemon:
         for c in alive:
             c.kill()
         self._log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not keep_log:
+            self.cleanup()
         if alive:
             raise AssertionError(f"children left after shutdown: {[c.pid for c in alive]}")
         return rc
@@ -105,9 +111,10 @@ def daemon_factory() -> Iterator:
     yield make
     failures = []
     for d in started:
-        rc = d.stop()
+        rc = d.stop(keep_log=True)
         if rc != 0:
             failures.append(f"bbd exited {rc} on SIGTERM:\n{d.log()[-3000:]}")
+        d.cleanup()
     if failures:
         pytest.fail("\n".join(failures))
 
@@ -117,5 +124,161 @@ def node() -> Iterator[Daemon]:
     """One shared dev daemon per test module (rate limit off); tests use distinct customers."""
     d = Daemon("--rate-limit=0").wait_ready()
     yield d
-    rc = d.stop()
-    assert rc == 0, f"bbd exited {rc} on SIGTERM:\n{d.log()[-3000:]}"
+    rc = d.stop(keep_log=True)
+    log = d.log()
+    d.cleanup()
+    assert rc == 0, f"bbd exited {rc} on SIGTERM:\n{log[-3000:]}"
+
+
+# --- two-node clusters ---------------------------------------------------------------------------------
+def _gone(p: psutil.Process) -> bool:
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class ClusterNode:
+    """One node of a two-node loopback cluster: fixed host ID and inter-node port, so it can be
+    killed, paused and restarted as the same cluster member. ``d`` is the current daemon process."""
+
+    def __init__(self, host_id: str, port: int, peer: str, flags: tuple[str, ...], dev: bool,
+                 env: dict[str, str] | None) -> None:
+        self.host_id = host_id
+        self.port = port
+        self.peer = peer  # "id@127.0.0.1:port"
+        self.flags = flags
+        self.dev = dev
+        self.env = env
+        self.history: list[Daemon] = []  # every process started for this node, for teardown
+        self.killed: set[int] = set()  # pids ended by the test on purpose (no clean exit expected)
+        self.stopped: set[int] = set()  # pids already stopped (and checked) through stop()
+        self.rundirs: set[str] = set()
+
+    @property
+    def d(self) -> Daemon:
+        return self.history[-1]
+
+    def start(self, ready: bool = True, env: dict[str, str] | None = None) -> ClusterNode:
+        if env is not None:
+            self.env = env
+        d = Daemon(f"--host-id={self.host_id}", f"--tcp=127.0.0.1:{self.port}", f"--peers={self.peer}",
+                   *self.flags, dev=self.dev, env=self.env)
+        self.history.append(d)
+        if ready:
+            d.wait_ready()
+        return self
+
+    def running(self) -> bool:
+        return bool(self.history) and self.d.proc.poll() is None
+
+    def status(self) -> dict:
+        return self.d.status()
+
+    def client(self, customer: str = "c1", **kw: object) -> BBClient:
+        return self.d.client(customer, **kw)
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor; its shards exit on their own (bounded wait, then killed)."""
+        d = self.d
+        kids = psutil.Process(d.proc.pid).children(recursive=True)
+        for k in kids:  # the shards' ipc directory cannot be removed by a SIGKILLed supervisor
+            try:
+                self.rundirs |= {os.path.dirname(c.laddr) for c in k.net_connections("unix")
+                                 if "/bbd-" in (c.laddr or "")}
+            except psutil.Error:
+                pass
+        self.killed.add(d.proc.pid)
+        d.proc.kill()
+        d.proc.wait(5)
+        deadline = time.monotonic() + 5
+        while not all(_gone(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for k in kids:
+            if not _gone(k):
+                k.kill()
+
+    def pause(self) -> None:
+        self.d.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.d.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM the current process (see Daemon.stop): its exit code (0 = clean) and its log."""
+        self.stopped.add(self.d.proc.pid)
+        log = self.d.log()  # Daemon.stop removes the log file
+        return self.d.stop(), log
+
+    def restart(self, env: dict[str, str] | None = None) -> ClusterNode:
+        if self.running():
+            rc, log = self.stop()
+            assert rc == 0, f"{self.host_id} exited {rc} on SIGTERM:\n{log[-3000:]}"
+        return self.start(env=env)
+
+    def close(self) -> list[str]:
+        """Teardown: every process that the test did not kill must exit 0 on SIGTERM."""
+        failures = []
+        for d in self.history:
+            if d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGCONT)  # a paused node must be able to shut down
+            if d.proc.pid in self.stopped:
+                continue
+            log = d.log()
+            rc = d.stop()
+            if rc != 0 and d.proc.pid not in self.killed:
+                failures.append(f"{self.host_id} exited {rc} on SIGTERM:\n{log[-3000:]}")
+        for r in self.rundirs:
+            shutil.rmtree(r, ignore_errors=True)
+        return failures
+
+
+class ClusterRig:
+    """node1 (the first host: initial PRIMARY) and node2 on loopback, each peering the other."""
+
+    def __init__(self, *flags: str, dev: bool = True, env: dict[str, str] | None = None,
+                 env2: dict[str, str] | None = None) -> None:
+        p1, p2 = free_port(), free_port()
+        self.n1 = ClusterNode("node1", p1, f"node2@127.0.0.1:{p2}", flags, dev, env)
+        self.n2 = ClusterNode("node2", p2, f"node1@127.0.0.1:{p1}", flags, dev, env if env2 is None else env2)
+
+    def start(self, converge: bool = True, timeout: float = 20.0) -> ClusterRig:
+        """Start both (node1 first); with ``converge``, wait for node1 PRIMARY and node2 SECONDARY."""
+        self.n1.start(ready=False)
+        self.n2.start(ready=False)
+        self.n1.d.wait_ready()
+        self.n2.d.wait_ready()
+        if converge:
+            self.wait_roles("PRIMARY", "SECONDARY", timeout)
+        return self
+
+    def wait_roles(self, r1: str, r2: str, timeout: float) -> tuple[dict, dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            s1, s2 = self.n1.status(), self.n2.status()
+            if s1["role"] == r1 and s2["role"] == r2:
+                return s1, s2
+            if time.monotonic() > deadline:
+                raise AssertionError(f"roles not {r1}/{r2} after {timeout} s: {s1['role']}/{s2['role']}\n"
+                                     f"--- node1\n{self.n1.d.log()[-2000:]}\n--- node2\n{self.n2.d.log()[-2000:]}")
+            time.sleep(0.02)
+
+    def close(self) -> list[str]:
+        return self.n1.close() + self.n2.close()
+
+
+@pytest.fixture
+def cluster() -> Iterator:
+    """Start two-node clusters: ``cluster(*flags, dev=True, env=None, env2=None, converge=True)``.
+    Teardown SIGTERMs every process the test did not kill on purpose and requires exit 0."""
+    rigs: list[ClusterRig] = []
+
+    def make(*flags: str, converge: bool = True, **kw: object) -> ClusterRig:
+        rig = ClusterRig(*flags, **kw)  # type: ignore[arg-type]
+        rigs.append(rig)
+        return rig.start(converge)
+
+    yield make
+    failures = [f for rig in rigs for f in rig.close()]
+    if failures:
+        pytest.fail("\n".join(failures))
