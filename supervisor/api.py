@@ -74,19 +74,13 @@ class StoreApi:
             return await responses.send_method_not_allowed(send, _ALLOW_POST)
         t0 = perf_counter()
         status = 0
-
-        async def counted(message: dict[str, Any]) -> None:  # records the status for /metrics
-            nonlocal status
-            if not status:
-                status = message.get("status", 0)
-            await send(message)
-
         try:
-            await self._dispatch(scope, receive, counted, route, param)
+            status = await self._dispatch(scope, receive, send, route, param)
         finally:
             self.node.stats.observe(route[3], status, perf_counter() - t0)
 
-    async def _dispatch(self, scope: dict[str, Any], receive: Receive, send: Send, route: Any, param: bytes) -> None:
+    async def _dispatch(self, scope: dict[str, Any], receive: Receive, send: Send, route: Any, param: bytes) -> int:
+        """Everything after routing; returns the status answered (0 if the client went away)."""
         h = Headers(scope["headers"])
         role = self.node.role
         if role.role != PRIMARY and self.node.cluster is not None and (route[2] or role.role == JOINING):
@@ -98,14 +92,14 @@ class StoreApi:
             _limits_log.log(logging.INFO, f"rate:{customer}", "rate limit: refusing customer %s", customer)
             return await responses.send_error(send, errors.RATE_LIMITED)
         try:
-            await route[0](send, receive, h, customer, decode_segment(param))
+            return await route[0](send, receive, h, customer, decode_segment(param))
         except ApiError as e:
             e.__traceback__ = e.__context__ = None  # errors are shared singletons: don't let frames pile up
-            await responses.send_error(send, e)
+            return await responses.send_error(send, e)
         except ShardDown:
-            await responses.send_error(send, errors.SHARD_UNAVAILABLE)
+            return await responses.send_error(send, errors.SHARD_UNAVAILABLE)
         except Disconnected:
-            return
+            return 0
 
     def _customer(self, raw: bytes | None) -> Any:
         """Validated customer string, or the ApiError to answer (§14: checked on entry)."""
@@ -168,7 +162,7 @@ class StoreApi:
         return await read_body(receive, self.max_body)
 
     # --- endpoints ---------------------------------------------------------------------------
-    async def create(self, send: Send, receive: Receive, h: Headers, customer: str, _: str) -> None:
+    async def create(self, send: Send, receive: Receive, h: Headers, customer: str, _: str) -> int:
         warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
         body, too_large = await self.body(receive)
         if too_large:
@@ -180,27 +174,27 @@ class StoreApi:
         allow = self.node.accounting.reserve(customer, len(body) + _OVERHEAD)
         res = await self.call(shard, wire.OP_CREATE, "", customer, ttl, self.barrier_flag(), None, allow, None, body)
         self.node.accounting.apply(shard, customer, res[1])
-        await responses.send_ok(send, res[3], responses.TEXT, warn)
+        return await responses.send_ok(send, res[3], responses.TEXT, warn)
 
-    async def snapshot(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
+    async def snapshot(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
         res = await self.call(self.node.shard_for(sid), wire.OP_SNAPSHOT, sid, customer)
-        await responses.send_ok(
+        return await responses.send_ok(
             send,
             res[3],
             responses.JSON if res[2] else responses.OCTETS,
             ((b"bigbunny-not-valid-after", str(res[1]).encode()),),
         )
 
-    async def begin_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
+    async def begin_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
         res = await self.call(self.node.shard_for(sid), wire.OP_BEGIN, sid, customer, None, self.lock_flags())
-        await responses.send_ok(
+        return await responses.send_ok(
             send,
             res[3],
             responses.OCTETS,
             ((b"bigbunny-lock-id", res[2].encode()), (b"bigbunny-not-valid-after", str(res[1]).encode())),
         )
 
-    async def complete_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
+    async def complete_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
         warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
         if not h.lock:
             raise errors.MISSING_LOCK_ID
@@ -212,17 +206,17 @@ class StoreApi:
             shard, wire.OP_COMPLETE, sid, customer, ttl, flags, h.lock.decode("latin-1"), allow, None, body
         )
         self.node.accounting.apply(shard, customer, res[1])
-        await responses.send_ok(send, b"", None, warn)
+        return await responses.send_ok(send, b"", None, warn)
 
-    async def cancel_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
+    async def cancel_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
         if not h.lock:
             raise errors.MISSING_LOCK_ID
         await self.call(
             self.node.shard_for(sid), wire.OP_CANCEL, sid, customer, None, self.lock_flags(), h.lock.decode("latin-1")
         )
-        await responses.send_ok(send, b"", None)
+        return await responses.send_ok(send, b"", None)
 
-    async def update(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
+    async def update(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
         warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
         body, too_large = await self.body(receive)
         ttl, flags = self.ttl_and_flags(h, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
@@ -230,15 +224,15 @@ class StoreApi:
         allow = None if too_large else self.node.accounting.reserve(customer, max(len(body), _COUNTER_GROWTH))
         res = await self.call(shard, wire.OP_UPDATE, sid, customer, ttl, flags, None, allow, None, body)
         self.node.accounting.apply(shard, customer, res[1])
-        await responses.send_ok(send, b"", None, warn)
+        return await responses.send_ok(send, b"", None, warn)
 
-    async def increment(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
-        await self._add(send, receive, h, customer, sid, 0)
+    async def increment(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
+        return await self._add(send, receive, h, customer, sid, 0)
 
-    async def decrement(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
-        await self._add(send, receive, h, customer, sid, wire.F_DECREMENT)
+    async def decrement(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
+        return await self._add(send, receive, h, customer, sid, wire.F_DECREMENT)
 
-    async def _add(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str, flags: int) -> None:
+    async def _add(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str, flags: int) -> int:
         warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
         sid = sid.strip()
         if not sid:
@@ -250,9 +244,9 @@ class StoreApi:
         allow = None if too_large else self.node.accounting.reserve(customer, _COUNTER_GROWTH)
         res = await self.call(shard, wire.OP_ADD, sid, customer, ttl, flags, None, allow, None, body)
         self.node.accounting.apply(shard, customer, res[1])
-        await responses.send_ok(send, res[3], responses.JSON, warn)
+        return await responses.send_ok(send, res[3], responses.JSON, warn)
 
-    async def delete(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> None:
+    async def delete(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
         warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
         tombs = self.node.tombstones
         admitted = tombs.admit(sid, customer)
@@ -264,4 +258,4 @@ class StoreApi:
             tombs.finish(customer, admitted)
         tombs.add(sid, customer)
         self.node.accounting.apply(shard, customer, res[1])
-        await responses.send_ok(send, b"", None, warn)
+        return await responses.send_ok(send, b"", None, warn)

@@ -62,7 +62,7 @@ class NamesApi:
         self.node.registry.remove(entry)
         self.node.replicate(delete_record(entry), registry=True)
 
-    async def create_by_name(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> None:
+    async def create_by_name(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> int:
         name = _name(param)
         reg = self.node.registry
         entry = reg.get(customer, name)
@@ -99,7 +99,7 @@ class NamesApi:
             raise errors.NAME_CREATING  # another request took the name over meanwhile
         self._put(entry)
         await self.api.call(shard, wire.OP_CLEAR_PENDING, sid, "")
-        await responses.send_ok(send, res[3], responses.TEXT, warn)
+        return await responses.send_ok(send, res[3], responses.TEXT, warn)
 
     def _check_free(self, entry: NameEntry | None, reuse: bool) -> None:
         if entry is None:
@@ -112,7 +112,7 @@ class NamesApi:
             return  # a stale reservation is taken over
         raise errors.NAME_DELETING
 
-    async def lookup(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> None:
+    async def lookup(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> int:
         name = _name(param)
         reg = self.node.registry
         entry = reg.get(customer, name)
@@ -130,7 +130,7 @@ class NamesApi:
             self._remove(entry)
         raise errors.NOT_FOUND_NAME
 
-    async def delete_by_name(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> None:
+    async def delete_by_name(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> int:
         name = _name(param)
         reg = self.node.registry
         entry = reg.get(customer, name)
@@ -156,4 +156,4 @@ class NamesApi:
         finally:
             tombs.finish(customer, admitted)
         self._remove(entry)
-        await responses.send_ok(send, b"", None, warn)
+        return await responses.send_ok(send, b"", None, warn)

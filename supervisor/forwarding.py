@@ -45,7 +45,8 @@ class Forwarder:
         self.relayed_in = 0
 
     # --- non-primary side ------------------------------------------------------------------------
-    async def forward(self, scope: dict[str, Any], receive: Any, send: Any, h: Headers) -> None:
+    async def forward(self, scope: dict[str, Any], receive: Any, send: Any, h: Headers) -> int:
+        """Relay one request; returns the status answered (0 if the client went away)."""
         if scope.get("bbd.relayed") or h.no_forward:
             return await responses.send_error(send, errors.NOT_PRIMARY_NO_FORWARD)
         cl = self.cluster
@@ -57,7 +58,7 @@ class Forwarder:
         try:
             body = await _read_all(receive, self.node.cfg.max_store_size + 1)
         except Disconnected:
-            return
+            return 0
         corr = next(self._ids)
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.pending[corr] = fut
@@ -75,6 +76,7 @@ class Forwarder:
         status, rheaders, rbody = reply
         await send({"type": "http.response.start", "status": status, "headers": [(k, v) for k, v in rheaders]})
         await send({"type": "http.response.body", "body": rbody})
+        return int(status)
 
     def on_relay_reply(self, hdr: list[Any], body: bytes) -> None:
         corr, status, headers = hdr[5], hdr[6], hdr[7]

@@ -39,16 +39,18 @@ def _error_parts(err: ApiError) -> tuple[list[Header], bytes]:
     return parts
 
 
-async def send_error(send: Send, err: ApiError, extra: Iterable[Header] = ()) -> None:
+async def send_error(send: Send, err: ApiError, extra: Iterable[Header] = ()) -> int:
+    """Answer ``err``; returns the status (the dispatcher counts it for /metrics)."""
     headers, body = _error_parts(err)
     if extra:
         headers = [*headers, *extra]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    return err.status
 
 
-async def send_ok(send: Send, body: bytes, content_type: bytes | None, extra: Iterable[Header] = ()) -> None:
-    """200 with ``body``; an empty body carries no Content-Type (SPEC §2.1)."""
+async def send_ok(send: Send, body: bytes, content_type: bytes | None, extra: Iterable[Header] = ()) -> int:
+    """200 with ``body``; an empty body carries no Content-Type (SPEC §2.1). Returns 200."""
     headers = [(b"content-length", str(len(body)).encode())]
     if body and content_type:
         headers.append((b"content-type", content_type))
@@ -56,7 +58,8 @@ async def send_ok(send: Send, body: bytes, content_type: bytes | None, extra: It
         headers.extend(extra)
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    return 200
 
 
-async def send_method_not_allowed(send: Send, allow: bytes) -> None:
-    await send_error(send, ApiError(405, "Method Not Allowed"), [(b"allow", allow)])
+async def send_method_not_allowed(send: Send, allow: bytes) -> int:
+    return await send_error(send, ApiError(405, "Method Not Allowed"), [(b"allow", allow)])
