@@ -313,6 +313,12 @@ def build_config(opts: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     if log_format not in LOG_FORMATS:
         raise ConfigError(f"invalid log format {_q(log_format)} (must be one of {', '.join(LOG_FORMATS)})")
 
+    for name in ("http_read_timeout", "http_read_header_timeout", "http_write_timeout", "http_idle_timeout"):
+        if not float(opt(name)) > 0:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"invalid {flag} {format_duration(round(float(opt(name)) * 1e9))} (must be > 0)")
+    if int(opt("http_max_header_bytes")) < 1:
+        raise ConfigError(f"invalid --http-max-header-bytes {opt('http_max_header_bytes')} (must be at least 1)")
     gc_interval = float(opt("gc_interval"))
     if not gc_interval > 0:
         raise ConfigError(f"invalid gc interval {format_duration(round(gc_interval * 1e9))} (must be > 0)")

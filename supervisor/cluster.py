@@ -7,7 +7,9 @@ States and transitions (all in the supervisor's event loop, so no locks):
   lock-unknown window); a PRIMARY peer → join it; a SECONDARY peer still holds our old data → wait
   for it to take over (it promotes at once when it sees its old leader come back empty).
 * JOINING → SECONDARY: after a join snapshot from the primary was applied (see ``Joiner``).
-* SECONDARY → PRIMARY: lease expiry (no accepted heartbeat for 2 s + 2 s grace) or ``promote``;
+* SECONDARY → PRIMARY: lease expiry (no accepted heartbeat for 2 s + 2 s grace), or — when the
+  leader's connection closes (a crashed process) — ``FAST_CHECK`` s without a heartbeat or an answer
+  to a probe, or ``promote``;
   epoch + 1, replication stream renewed, lock-state-unknown window opened. The last
   ``LEASE_PROBE`` of the lease is spent asking the leader directly: if it answers as PRIMARY, the
   silence was ours (a frozen or starved process), and we stay SECONDARY.
@@ -46,6 +48,7 @@ HEARTBEAT_EVERY = 0.2
 TICK = 0.1
 LEASE = 2.0 + 2.0
 LEASE_PROBE = 0.5
+FAST_CHECK = 1.0
 PROBE_WINDOW = 1.0
 JOIN_RETRY = 1.0
 JOIN_STALL = 15.0
@@ -90,6 +93,9 @@ class Cluster:
             (peerlink.RELAY_REPLY, self.forwarder.on_relay_reply),
         ):
             self.link.on(kind, self._guard(fn))
+        self.link.on("link_down", lambda hdr, body: self.on_link_down())
+        self.link.on("link_up", lambda hdr, body: None)
+        self._fast_check: asyncio.Task[None] | None = None
 
     # --- plumbing --------------------------------------------------------------------------------
     def _guard(self, fn: Any) -> Any:
@@ -97,7 +103,9 @@ class Cluster:
 
         def handle(hdr: list[Any], body: bytes) -> None:
             sender, site = hdr[1], hdr[2]
-            if sender != self.peer.id:
+            # A peer configured as bare host:port has its address as ID (§7.1 ordering) and may
+            # call itself anything; one configured as id@host:port must be that host.
+            if sender != self.peer.id and self.peer.id != self.peer.address:
                 log.warning("dropped a %s from unknown host %r", hdr[0], sender)
                 return
             if self.verify_site and site and site != self.node.cfg.site:
@@ -118,7 +126,7 @@ class Cluster:
 
     async def stop(self, flush_timeout: float) -> None:
         """Shutdown: flush unacknowledged replication to the peer (bounded), then close the link."""
-        for task in (self._task, self._lease_check):  # no promotion while we shut down
+        for task in (self._task, self._lease_check, self._fast_check):  # no promotion while we shut down
             if task is not None:
                 task.cancel()
         if self.role.is_primary and self.sender.window:
@@ -174,7 +182,8 @@ class Cluster:
             self.sender.tick()
         elif role == SECONDARY:
             seen = self.role.last_leader_seen
-            if seen is not None and now - seen > LEASE - LEASE_PROBE and self._lease_check is None:
+            if (seen is not None and now - seen > LEASE - LEASE_PROBE and self._lease_check is None
+                    and self._fast_check is None):
                 self._lease_check = asyncio.get_running_loop().create_task(self._check_lease(seen))
         else:  # JOINING
             if self.join_id is not None and now - self.join_attempt > JOIN_STALL:
@@ -259,6 +268,31 @@ class Cluster:
                 self.step_down(f"{sender} leads at higher epoch {epoch}")
         if self.role.role == JOINING and self.join_id is None and time.monotonic() - self.join_attempt >= JOIN_RETRY:
             self.request_join()
+
+    def on_link_down(self) -> None:
+        """Our connection to the peer closed: a crashed process closes its sockets at once."""
+        log.info("connection to %s closed", self.peer.id)
+        self.forwarder.fail_all()  # relays in flight will never be answered: 503 LeaderChanged now
+        if self.role.role == PRIMARY:
+            self.sender.last_ack_time = 0.0  # replication is failing from now on (DegradedWrite)
+        elif (self.role.role == SECONDARY and self.leader == self.peer.id and self._fast_check is None
+              and self._lease_check is None):
+            seen = self.role.last_leader_seen or 0.0
+            self._fast_check = asyncio.get_running_loop().create_task(self._check_leader_gone(seen))
+
+    async def _check_leader_gone(self, seen: float) -> None:
+        """After the leader's connection closed, take over if it neither heartbeats nor answers a
+        probe for ``FAST_CHECK`` s — a crash is handled in about a second instead of the 4 s lease.
+        A live leader (a network blip, a reconnect) answers or heartbeats, and nothing changes."""
+        try:
+            reply = await self.probe(FAST_CHECK)
+            if self.role.role != SECONDARY or self.role.last_leader_seen != seen:
+                return  # a heartbeat came: the leader is alive
+            if reply is not None and reply[5] == PRIMARY and reply[3] >= self.role.epoch:
+                return
+            self.promote(f"leader {self.peer.id} closed its connection and does not answer")
+        finally:
+            self._fast_check = None
 
     def on_heartbeat_ack(self, hdr: list[Any], body: bytes) -> None:
         stream, seq = hdr[5], hdr[6]

@@ -134,7 +134,8 @@ class Forwarder:
             await self.app(scope, receive, capture)
         except Exception:  # noqa: BLE001 - a relayed request must always get an answer
             log.exception("relayed request failed")
-            out = {"status": 500, "headers": [], "body": [b"internal error\n"]}
+            out = {"status": 500, "body": [b"internal error\n"], "headers": [
+                [b"content-type", b"text/plain; charset=utf-8"], [b"x-content-type-options", b"nosniff"]]}
         self.cluster.send(peerlink.RELAY_REPLY, [corr, out["status"], out["headers"]], b"".join(out["body"]))
 
 

@@ -27,6 +27,7 @@ import zmq
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from zmq.utils import z85  # a submodule: not loaded by ``import zmq``
+from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger("bbd.link")
 
@@ -77,6 +78,7 @@ class PeerLink:
         self.handlers: dict[str, Handler] = {}
         self.ctx = zmq.Context(1)
         self.pull: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None
         self.push: zmq.Socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.dropped_bad_mac = 0
@@ -117,6 +119,12 @@ class PeerLink:
         push.connect(tcp_connect_endpoint(self.peer_addr))
         self.pull, self.push = pull, push
         self.loop.add_reader(pull.getsockopt(zmq.FD), self._drain)
+        # Connection events of our PUSH: a peer process that dies closes its socket at once, which
+        # lets the cluster check on its leader long before the lease runs out.
+        self.monitor = push.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.monitor.setsockopt(zmq.LINGER, 0)
+        self.loop.add_reader(self.monitor.getsockopt(zmq.FD), self._drain_monitor)
+        self.loop.call_soon(self._drain_monitor)
         self.loop.call_soon(self._drain)
 
     # --- sending -------------------------------------------------------------------------------
@@ -178,12 +186,41 @@ class PeerLink:
         if self.dropped_bad_mac <= 10 or self.dropped_bad_mac % 1000 == 0:  # rate-limited: a flood can't fill the disk
             log.warning("dropped a message from the peer link: %s (%d so far)", why, self.dropped_bad_mac)
 
+    def _drain_monitor(self) -> None:
+        mon = self.monitor
+        if mon is None:
+            return
+        while True:
+            try:
+                event = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            kind = "up" if event["event"] == zmq.EVENT_CONNECTED else "down"
+            handler = self.handlers.get("link_" + kind)
+            if handler is not None:
+                try:
+                    handler([], b"")
+                except Exception:  # a handler bug must not kill the monitor reader
+                    log.exception("link %s handler failed", kind)
+
     def close(self) -> None:
         if self.loop is not None and self.pull is not None:
             try:
                 self.loop.remove_reader(self.pull.getsockopt(zmq.FD))
+                if self.monitor is not None:
+                    self.loop.remove_reader(self.monitor.getsockopt(zmq.FD))
             except (ValueError, OSError, zmq.ZMQError):
                 pass
+        if self.monitor is not None:
+            self.monitor.close(0)
+            self.monitor = None
+            if self.push is not None:
+                try:
+                    self.push.disable_monitor()
+                except zmq.ZMQError:
+                    pass
         for s in (self.pull, self.push):
             if s is not None:
                 s.close(0)

@@ -71,6 +71,7 @@ class Sender:
     def reset(self, stream: str) -> None:
         """A new stream (we just became primary): nothing of an older stream is sent any more."""
         self.stream, self.seq, self.acked, self.dropped_upto = stream, 0, 0, 0
+        self.fail_count, self.last_fail = 0, None  # a new term starts healthy
         self.window.clear()
         self.store_pending = self.registry_pending = 0
         self.unsent = 0
@@ -209,19 +210,20 @@ class Receiver:
         self.node = node
         self.on_gap = on_gap
         self.stream = ""
-        self.applied = 0
+        self.applied = 0  # highest sequence number applied
+        self.received = 0  # highest sequence number accepted (applied, being applied, or queued)
         self._queue: deque[tuple[int, list[Any], float]] = deque()
         self._busy = False
 
     def start_stream(self, stream: str, base_seq: int) -> None:
-        self.stream, self.applied = stream, base_seq
+        self.stream, self.applied, self.received = stream, base_seq, base_seq
         self._queue.clear()
 
     def on_batch(self, stream: str, items: list[list[Any]], dropped_upto: int = 0) -> None:
         if stream != self.stream:
             self.on_gap(f"records from unknown stream {stream!r}")
             return
-        expect = self.applied + len(self._queue) + 1
+        expect = self.received + 1  # not applied + queue: a batch being applied is in neither
         if dropped_upto >= expect:  # the sender gave up on a record we have not applied: only a join repairs it
             self.on_gap(f"sequence gap: the primary dropped records up to {dropped_upto}, we expect {expect}")
             return
@@ -231,6 +233,7 @@ class Receiver:
             if seq > expect:
                 break  # an earlier record was lost in transit: it is re-sent, in order, with what follows
             self._queue.append((seq, record, held_since))
+            self.received = seq
             expect += 1
         if self._queue and not self._busy:
             self._busy = True

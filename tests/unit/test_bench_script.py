@@ -53,3 +53,59 @@ def test_bench_unreachable_daemon_fails_fast(tmp_path) -> None:
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2, p.stderr
     assert "cannot reach bbd" in p.stderr
+
+
+def test_bench_cluster_mode_lag_throughput_failover() -> None:
+    """`ops/bench cluster` starts a pair (and a single node), measures all three parts and verifies them."""
+    # small enough that the primary's replication window (10,000 records) cannot overflow in a cell
+    argv = [
+        sys.executable, BENCH, "cluster", "--lag-writes", "20", "--duration", "0.5", "--warmup", "0.1",
+        "--tp-conns", "2", "--stores", "20", "--fo-kill-after", "1", "--fo-settle", "0.5", "--fo-bound", "20",
+        "--json",
+    ]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=75, cwd=ROOT)
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
+    doc = json.loads(p.stdout)
+    assert doc["mode"] == "cluster" and doc["parts"] == ["lag", "throughput", "failover"]
+    (rnd,) = doc["rounds"]
+    assert "error" not in rnd, rnd.get("error")
+    assert rnd["primary"]["role"] == "PRIMARY" and rnd["secondary"]["role"] == "SECONDARY"
+    assert rnd["daemons_ok"], rnd.get("exit_codes")
+
+    lag = rnd["lag"]
+    assert lag["writes"] == 20 and lag["measured"] == 20 and lag["missed"] == 0 and lag["errors"] == 0, lag
+    L = lag["lag_from_ack_us"]
+    assert 0 < L["p50"] <= L["p99"] <= L["max"] < lag["wait_bound_s"] * 1e6, lag
+    assert lag["poll_rtt_us"]["n"] >= 20
+
+    cells = rnd["throughput"]
+    assert [(c["workload"], c["conns"]) for c in cells] == [("create", 2), ("update", 2)]
+    for c in cells:
+        for tag in ("pair", "single"):
+            assert c[tag]["ops"] > 0 and c[tag]["errors"] == 0, c
+        assert c["ratio"] > 0 and c["replication"]["drained"], c
+
+    fo = rnd["failover"]
+    assert fo["killed_pids"] and fo["recovered"], fo
+    assert fo["new_primary"]["role"] == "PRIMARY" and fo["new_primary"]["host_id"] == "node2", fo
+    assert fo["epoch_advanced"], fo
+    assert fo["acked_before_kill"] > 0 and fo["acked_after_kill"] > 0, fo
+    assert fo["kill_to_first_success_ms"] is not None and 0 < fo["kill_to_first_success_ms"] < 20_000, fo
+    # acknowledged AND proven replicated (fence) before the kill: never lost; writes acked by the new primary neither
+    assert fo["lost"]["replicated"] == 0 and fo["lost"]["after_kill"] == 0, fo
+    assert sum(fo["checked"].values()) >= fo["acked_before_kill"], fo
+
+    summ = doc["summary"]
+    assert set(summ) == {"lag", "throughput", "failover"}
+    assert isinstance(summ["lag"]["target_met"], bool) and isinstance(summ["failover"]["target_met"], bool)
+
+
+def test_bench_cluster_args() -> None:
+    p = subprocess.run([sys.executable, BENCH, "cluster", "--help"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "--primary-pid" in p.stdout and "--lag-writes" in p.stdout
+    p = subprocess.run([sys.executable, BENCH, "cluster", "--primary", "/tmp/x"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 2 and "go together" in p.stderr
+    p = subprocess.run([sys.executable, BENCH, "cluster", "--parts", "nope"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 2 and "--parts" in p.stderr

@@ -129,3 +129,29 @@ def test_sender_overflow_announces_the_dropped_records(monkeypatch: pytest.Monke
         assert [e[0] for e in batch] == [2, 3] and dropped_upto == 1
 
     asyncio.run(run())
+
+
+def test_records_arriving_while_a_batch_is_applied_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-order records that arrive while earlier ones are still being applied are queued, not
+    mistaken for a gap (which would leave them to the sender's re-send, 0.5 s later)."""
+
+    async def run() -> None:
+        gate = asyncio.get_running_loop().create_future()
+        applied: list[Any] = []
+
+        def apply(node: Any, record: Any, held_since: float) -> Any:
+            applied.append(record)
+            return gate if record == "a" else None
+
+        monkeypatch.setattr(replication, "start_apply", apply)
+        r = Receiver(fake_node(), lambda why: pytest.fail(why))
+        r.start_stream("n1:1", 0)
+        r.on_batch("n1:1", [[1, "a", 0.0]])
+        await asyncio.sleep(0)  # "a" is being applied: out of the queue, not yet counted as applied
+        r.on_batch("n1:1", [[2, "b", 0.0], [3, "c", 0.0]])
+        gate.set_result(None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert (applied, r.applied) == (["a", "b", "c"], 3)
+
+    asyncio.run(run())
