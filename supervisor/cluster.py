@@ -96,6 +96,7 @@ class Cluster:
         self.link.on("link_down", lambda hdr, body: self.on_link_down())
         self.link.on("link_up", lambda hdr, body: None)
         self._fast_check: asyncio.Task[None] | None = None
+        self._ack_scheduled = False
 
     # --- plumbing --------------------------------------------------------------------------------
     def _guard(self, fn: Any) -> Any:
@@ -338,9 +339,12 @@ class Cluster:
         if self.role.role == PRIMARY:
             return
         self.receiver.on_batch(stream, items, dropped_upto)
-        asyncio.get_running_loop().call_later(0.005, self._ack)
+        if not self._ack_scheduled:  # one acknowledgement per burst, not per message
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_later(0.005, self._ack)
 
     def _ack(self) -> None:
+        self._ack_scheduled = False
         if self.role.role == SECONDARY:
             self.send(peerlink.REPL_ACK, [self.receiver.stream, self.receiver.applied])
 
