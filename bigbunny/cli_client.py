@@ -190,27 +190,22 @@ def get_cmd(uds: str, customer: str, args: tuple[str, ...], show_ttl: bool) -> N
             click.echo(f"TTL: {snap.ttl} seconds", err=True)
 
 
-@_command("delete")
-def delete_cmd(uds: str, customer: str, args: tuple[str, ...]) -> None:
-    sid = _one(args, "delete")
-    with _session("delete", uds, customer) as client:
-        client.delete(sid)
-        click.echo("deleted")
+def _one_arg_command(cmd: str, method: str, done: str | None = None) -> Callable[..., Any]:
+    """Register ``cmd <arg>``: call ``client.<method>(arg)``, then print ``done`` (None: what it returned)."""
+
+    @_command(cmd)
+    def command(uds: str, customer: str, args: tuple[str, ...]) -> None:
+        arg = _one(args, cmd)
+        with _session(cmd, uds, customer) as client:
+            out = getattr(client, method)(arg)
+            click.echo(out if done is None else done)
+
+    return command
 
 
-@_command("delete-named")
-def delete_named_cmd(uds: str, customer: str, args: tuple[str, ...]) -> None:
-    name = _one(args, "delete-named")
-    with _session("delete-named", uds, customer) as client:
-        client.delete_by_name(name)
-        click.echo("deleted")
-
-
-@_command("lookup")
-def lookup_cmd(uds: str, customer: str, args: tuple[str, ...]) -> None:
-    name = _one(args, "lookup")
-    with _session("lookup", uds, customer) as client:
-        click.echo(client.lookup(name))
+delete_cmd = _one_arg_command("delete", "delete", "deleted")
+delete_named_cmd = _one_arg_command("delete-named", "delete_by_name", "deleted")
+lookup_cmd = _one_arg_command("lookup", "lookup")
 
 
 @_command("begin-modify")
@@ -290,25 +285,22 @@ def counter_get_cmd(uds: str, customer: str, args: tuple[str, ...]) -> None:
             _write_bytes(body + b"\n")
 
 
-def _counter_step(cmd: str, uds: str, customer: str, args: tuple[str, ...], delta: int, ttl: int) -> None:
-    sid = _one(args, cmd)
-    with _session(cmd, uds, customer) as client:
-        op = client.increment if cmd == "counter-increment" else client.decrement
-        click.echo(_pretty(op(sid, delta, _ttl(ttl))))
+def _counter_step_command(cmd: str, method: str) -> Callable[..., Any]:
+    """Register ``cmd <id> [--delta N] [--ttl N]``: ``client.<method>`` and print the counter's JSON."""
+
+    @_command(cmd)
+    @click.option("--delta", type=int, default=1, show_default=True)
+    @click.option("--ttl", type=int, default=0, help="new TTL in seconds (sent only if > 0)")
+    def command(uds: str, customer: str, args: tuple[str, ...], delta: int, ttl: int) -> None:
+        sid = _one(args, cmd)
+        with _session(cmd, uds, customer) as client:
+            click.echo(_pretty(getattr(client, method)(sid, delta, _ttl(ttl))))
+
+    return command
 
 
-@_command("counter-increment")
-@click.option("--delta", type=int, default=1, show_default=True)
-@click.option("--ttl", type=int, default=0, help="new TTL in seconds (sent only if > 0)")
-def counter_increment_cmd(uds: str, customer: str, args: tuple[str, ...], delta: int, ttl: int) -> None:
-    _counter_step("counter-increment", uds, customer, args, delta, ttl)
-
-
-@_command("counter-decrement")
-@click.option("--delta", type=int, default=1, show_default=True)
-@click.option("--ttl", type=int, default=0, help="new TTL in seconds (sent only if > 0)")
-def counter_decrement_cmd(uds: str, customer: str, args: tuple[str, ...], delta: int, ttl: int) -> None:
-    _counter_step("counter-decrement", uds, customer, args, delta, ttl)
+counter_increment_cmd = _counter_step_command("counter-increment", "increment")
+counter_decrement_cmd = _counter_step_command("counter-decrement", "decrement")
 
 
 @_command("counter-set")

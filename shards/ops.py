@@ -23,6 +23,23 @@ Reply = tuple[Any, Any, bytes]
 Handler = Callable[[list[Any], bytes], Reply]
 _MINT_ATTEMPTS = 100_000
 
+# The error for each supervisor flag that fails a request at its step of the check order.
+_FLAG_ERRORS: dict[int, ApiError] = {
+    wire.F_LOCK_UNKNOWN: errors.LOCK_STATE_UNKNOWN,
+    wire.F_TOO_LARGE: errors.BODY_TOO_LARGE,
+    wire.F_BAD_TTL: errors.INVALID_TTL,
+    wire.F_BARRIER: errors.JOIN_SYNCING,
+    wire.F_NO_TOMBSTONE: errors.TOMBSTONE_LIMIT,
+}
+
+
+def _check(flags: int, *steps: int) -> None:
+    """Apply the flag ``steps`` in the order given (the op's own §2.4 order): the first set one fails."""
+    if flags:
+        for flag in steps:
+            if flags & flag:
+                raise _FLAG_ERRORS[flag]
+
 
 class ShardOps:
     """Dispatches decoded requests to the engine; owns nothing but the codec and the engine."""
@@ -107,8 +124,7 @@ class ShardOps:
         customer, flags = hdr[3], hdr[5]
         counter = counterjson.parse_counter_spec(body, bool(flags & wire.F_NAMED), bool(flags & wire.F_JSON))
         sid, shard_id = self._mint(customer)
-        if flags & wire.F_BARRIER:
-            raise errors.JOIN_SYNCING
+        _check(flags, wire.F_BARRIER)
         growth = self.engine.create(sid, customer, body, counter, hdr[4], hdr[8], self._allow(hdr))
         self._put_record("C", shard_id, sid)
         return growth, None, sid.encode()
@@ -131,10 +147,7 @@ class ShardOps:
         """``[rid, BEGIN, sid, cust, None, flags]`` → a = TTL remaining, b = lock ID; body = current bytes."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
         shard_id = self._open(sid, customer)
-        if flags & wire.F_LOCK_UNKNOWN:
-            raise errors.LOCK_STATE_UNKNOWN
-        if flags & wire.F_BARRIER:
-            raise errors.JOIN_SYNCING
+        _check(flags, wire.F_LOCK_UNKNOWN, wire.F_BARRIER)
         data, ttl, lock_id = self.engine.begin_modify(sid, customer)
         if self.replicate:
             self.rec = ["L", shard_id, sid, customer, lock_id]
@@ -144,14 +157,7 @@ class ShardOps:
         """``[rid, COMPLETE, sid, cust, ttl, flags, lock, allow]`` → a = growth."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
         shard_id = self._open(sid, customer)
-        if flags & wire.F_LOCK_UNKNOWN:
-            raise errors.LOCK_STATE_UNKNOWN
-        if flags & wire.F_TOO_LARGE:
-            raise errors.BODY_TOO_LARGE
-        if flags & wire.F_BAD_TTL:
-            raise errors.INVALID_TTL
-        if flags & wire.F_BARRIER:
-            raise errors.JOIN_SYNCING
+        _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE, wire.F_BAD_TTL, wire.F_BARRIER)
         growth = self.engine.complete_modify(sid, customer, hdr[6], body, hdr[4], self._allow(hdr))
         self._put_record("U", shard_id, sid)
         return growth, None, b""
@@ -160,10 +166,7 @@ class ShardOps:
         """``[rid, CANCEL, sid, cust, None, flags, lock]`` → nothing."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
         self._open(sid, customer)
-        if flags & wire.F_LOCK_UNKNOWN:
-            raise errors.LOCK_STATE_UNKNOWN
-        if flags & wire.F_BARRIER:
-            raise errors.JOIN_SYNCING
+        _check(flags, wire.F_LOCK_UNKNOWN, wire.F_BARRIER)
         self.engine.cancel_modify(sid, customer, hdr[6])
         if self.replicate:
             self.rec = ["R", None, sid, customer, hdr[6]]
@@ -173,13 +176,8 @@ class ShardOps:
         """``[rid, UPDATE, sid, cust, ttl, flags, None, allow]`` → a = growth."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
         self._open(sid, customer)
-        if flags & wire.F_LOCK_UNKNOWN:
-            raise errors.LOCK_STATE_UNKNOWN
-        if flags & wire.F_TOO_LARGE:
-            raise errors.BODY_TOO_LARGE
-        if flags & wire.F_BAD_TTL:
-            raise errors.INVALID_TTL
-        if flags & wire.F_BARRIER:
+        _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE, wire.F_BAD_TTL)
+        if flags & wire.F_BARRIER:  # 404/410 before the barrier
             self.engine.check_live(sid, customer)
             raise errors.JOIN_SYNCING
         growth = self.engine.update(sid, customer, body, hdr[4], self._allow(hdr))
@@ -190,15 +188,10 @@ class ShardOps:
         """``[rid, ADD, sid, cust, ttl, flags(+F_DECREMENT), None, allow]`` → a = growth; body = counter JSON."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
         self._open(sid, customer)
-        if flags & wire.F_LOCK_UNKNOWN:  # §13 fix 15: counters are covered by the window too
-            raise errors.LOCK_STATE_UNKNOWN
-        if flags & wire.F_TOO_LARGE:
-            raise errors.BODY_TOO_LARGE
+        # §13 fix 15: counters are covered by the lock-unknown window too
+        _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE)
         delta = counterjson.parse_delta(body)
-        if flags & wire.F_BAD_TTL:
-            raise errors.INVALID_TTL
-        if flags & wire.F_BARRIER:
-            raise errors.JOIN_SYNCING
+        _check(flags, wire.F_BAD_TTL, wire.F_BARRIER)
         if flags & wire.F_DECREMENT:
             delta = -delta
         out, growth = self.engine.add(sid, customer, delta, hdr[4], self._allow(hdr))
@@ -209,10 +202,7 @@ class ShardOps:
         """``[rid, DELETE, sid, cust, None, flags]`` → a = growth (−size, 0 if it was absent)."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
         self._open(sid, customer)
-        if flags & wire.F_BARRIER:
-            raise errors.JOIN_SYNCING
-        if flags & wire.F_NO_TOMBSTONE:
-            raise errors.TOMBSTONE_LIMIT
+        _check(flags, wire.F_BARRIER, wire.F_NO_TOMBSTONE)
         if self.replicate:
             self.rec = ["D", None, sid, customer]
         return self.engine.delete(sid, customer), None, b""

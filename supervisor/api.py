@@ -69,9 +69,11 @@ class StoreApi:
         name, slash, param = scope["raw_path"][8:].partition(b"/")
         route = self.routes.get(name)
         if route is None or slash != (b"/" if route[1] else b"") or b"/" in param or (route[1] and not param):
-            return await responses.send_error(send, errors.PAGE_NOT_FOUND)
+            await responses.send_error(send, errors.PAGE_NOT_FOUND)
+            return  # an ASGI app returns None (uvicorn closes the connection on anything else)
         if scope["method"] != "POST":
-            return await responses.send_method_not_allowed(send, _ALLOW_POST)
+            await responses.send_method_not_allowed(send, _ALLOW_POST)
+            return
         t0 = perf_counter()
         status = 0
         try:

@@ -7,7 +7,9 @@ leaves any child process behind.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from helpers import gone
 
 from bigbunny.client import BBClient, BBConnectionError
 
@@ -130,13 +133,26 @@ def node() -> Iterator[Daemon]:
     assert rc == 0, f"bbd exited {rc} on SIGTERM:\n{log[-3000:]}"
 
 
-# --- two-node clusters ---------------------------------------------------------------------------------
-def _gone(p: psutil.Process) -> bool:
-    try:
-        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+@pytest.fixture(scope="module")
+def lnode() -> Iterator[Daemon]:
+    """A second shared dev daemon whose modify locks last 30 s, for tests that need a lock to stay live
+    across several requests (the default 500 ms could run out on a loaded machine)."""
+    d = Daemon("--rate-limit=0", "--lock-timeout=30s").wait_ready()
+    yield d
+    rc = d.stop()
+    assert rc == 0, f"bbd exited {rc} on SIGTERM:\n{d.log()[-3000:]}"
 
+
+_cust_seq = itertools.count()
+
+
+@pytest.fixture
+def cust(request: pytest.FixtureRequest) -> str:
+    """A customer ID unique to this test (valid per ^[A-Za-z0-9_-]{1,64}$)."""
+    return f"c{next(_cust_seq)}_{re.sub(r'[^A-Za-z0-9_-]', '_', request.node.name)}"[:64]
+
+
+# --- two-node clusters ---------------------------------------------------------------------------------
 
 class ClusterNode:
     """One node of a two-node loopback cluster: fixed host ID and inter-node port, so it can be
@@ -192,10 +208,10 @@ class ClusterNode:
         d.proc.kill()
         d.proc.wait(5)
         deadline = time.monotonic() + 5
-        while not all(_gone(k) for k in kids) and time.monotonic() < deadline:
+        while not all(gone(k) for k in kids) and time.monotonic() < deadline:
             time.sleep(0.02)
         for k in kids:
-            if not _gone(k):
+            if not gone(k):
                 k.kill()
 
     def pause(self) -> None:

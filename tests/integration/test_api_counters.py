@@ -8,51 +8,18 @@ via update, TTL on increment/decrement, and the memory accounting of the interna
 
 from __future__ import annotations
 
-import itertools
 import json
-import re
-import time
-from urllib.parse import quote
 
 import pytest
+from helpers import assert_empty_ok, assert_error, call, seg, snap, wait_for_status
 
-from bigbunny.client import BBClient, Response
+from bigbunny.client import Response
 
 I64_MAX = (1 << 63) - 1
 I64_MIN = -(1 << 63)
-_seq = itertools.count()
 
 
 # --- helpers ------------------------------------------------------------------------------------
-@pytest.fixture
-def cust(request: pytest.FixtureRequest) -> str:
-    return f"k{next(_seq)}_{re.sub(r'[^A-Za-z0-9_-]', '_', request.node.name)}"[:64]
-
-
-def call(node, path: str, customer: str | None, body: bytes = b"", headers: dict | None = None) -> Response:
-    h = {} if customer is None else {"X-Customer-ID": customer}
-    h.update(headers or {})
-    with BBClient(node.sock, timeout=5.0) as c:
-        return c.request("POST", path, h, body)
-
-
-def seg(sid: str) -> str:
-    return quote(sid, safe="")
-
-
-def assert_error(r: Response, status: int, message: str, code: str | None = None) -> None:
-    got = (r.status, r.body, r.headers.get("bigbunny-error-code"))
-    assert got == (status, (message + "\n").encode(), code), got
-    assert r.headers.get("content-type") == "text/plain; charset=utf-8"
-    assert r.headers.get("x-content-type-options") == "nosniff"
-    assert "retry-after" not in r.headers
-
-
-def assert_empty_ok(r: Response) -> None:
-    assert (r.status, r.body, r.headers.get("content-length")) == (200, b"", "0"), (r.status, r.body)
-    assert "content-type" not in r.headers
-
-
 def assert_json(r: Response, expected: bytes) -> None:
     """Exact JSON 200: application/json, compact, trailing newline."""
     assert (r.status, r.body) == (200, expected), (r.status, r.body)
@@ -78,10 +45,6 @@ def counter(
     return r.text
 
 
-def snap(node, customer: str, sid: str) -> Response:
-    return call(node, f"/api/v1/snapshot/{seg(sid)}", customer)
-
-
 def add(node, customer: str, sid: str, body: bytes | int, op: str = "increment", ttl: str | None = None) -> Response:
     if isinstance(body, int):
         body = b'{"delta":%d}' % body
@@ -104,15 +67,6 @@ def setv(node, customer: str, sid: str, body: bytes | int, ttl: str | None = Non
     return call(
         node, f"/api/v1/update/{seg(sid)}", customer, body, None if ttl is None else {"BigBunny-Not-Valid-After": ttl}
     )
-
-
-def wait_for_status(fn, status: int, timeout: float = 4.0) -> Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = fn()
-        if r.status == status or time.monotonic() > deadline:
-            return r
-        time.sleep(0.05)
 
 
 # --- create: counter detection (§2.7, fix 3) --------------------------------------------------------

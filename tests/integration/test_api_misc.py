@@ -5,21 +5,14 @@ malformed requests — each gets a clear 4xx and the node keeps serving with not
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
-import socket
 import time
-from collections.abc import Iterator
-from urllib.parse import quote
 
 import pytest
-from conftest import Daemon
+from helpers import SID_RE, assert_error, call, chunked, parse_responses, raw_exchange, raw_one, req, seg, snap
 
-from bigbunny.client import BBClient, Response
-
-SID_RE = re.compile(r"v1:0:[A-Za-z0-9_-]{59}")
 STATUS_KEYS = {
     "host_id",
     "processes",
@@ -41,130 +34,13 @@ STATUS_KEYS = {
     "replication_dropped",
 }
 NEVER = "2562047h47m16.854775807s"
-_seq = itertools.count()
 
 
 # --- helpers ------------------------------------------------------------------------------------
-@pytest.fixture
-def cust(request: pytest.FixtureRequest) -> str:
-    return f"m{next(_seq)}_{re.sub(r'[^A-Za-z0-9_-]', '_', request.node.name)}"[:64]
-
-
-@pytest.fixture(scope="module")
-def lnode() -> Iterator[Daemon]:
-    """A second shared dev daemon whose modify locks last 30 s, for tests that need a lock to stay live
-    across several requests (the default 500 ms could run out on a loaded machine)."""
-    d = Daemon("--rate-limit=0", "--lock-timeout=30s").wait_ready()
-    yield d
-    rc = d.stop()
-    assert rc == 0, f"bbd exited {rc} on SIGTERM:\n{d.log()[-3000:]}"
-
-
-def call(
-    node,
-    path: str,
-    customer: str | None = None,
-    body: bytes = b"",
-    headers: dict | None = None,
-    method: str = "POST",
-    timeout: float = 5.0,
-) -> Response:
-    h = {} if customer is None else {"X-Customer-ID": customer}
-    h.update(headers or {})
-    with BBClient(node.sock, timeout=timeout) as c:
-        return c.request(method, path, h, body)
-
-
-def seg(s: str) -> str:
-    return quote(s, safe="")
-
-
-def assert_error(
-    r: Response, status: int, message: str, code: str | None = None, retry_after: int | None = None
-) -> None:
-    got = (r.status, r.body, r.headers.get("bigbunny-error-code"), r.headers.get("retry-after"))
-    want = (status, (message + "\n").encode(), code, None if retry_after is None else str(retry_after))
-    assert got == want, f"{got!r} != {want!r}"
-    assert r.headers.get("content-type") == "text/plain; charset=utf-8"
-    assert r.headers.get("x-content-type-options") == "nosniff"
-
-
 def create(node, customer: str, body: bytes = b"x") -> str:
     r = call(node, "/api/v1/create", customer, body)
     assert r.status == 200 and SID_RE.fullmatch(r.text), (r.status, r.body)
     return r.text
-
-
-def snap(node, customer: str, sid: str) -> Response:
-    return call(node, f"/api/v1/snapshot/{seg(sid)}", customer)
-
-
-def raw_exchange(sock_path: str, data: bytes, timeout: float = 5.0, close_write: bool = False) -> bytes:
-    """Send raw bytes and read until the server closes (or the timeout: then whatever arrived)."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(sock_path)
-    out = b""
-    try:
-        try:
-            s.sendall(data)
-            if close_write:
-                s.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered early and closed (e.g. 413 on a huge body): read the answer
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        s.close()
-    return out
-
-
-def parse_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
-    """Split a byte stream into HTTP responses (Content-Length framed; 1xx skipped)."""
-    out = []
-    while data:
-        head, sep, rest = data.partition(b"\r\n\r\n")
-        if not sep:
-            raise AssertionError(f"truncated response: {data[:200]!r}")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers.setdefault(k.strip().lower(), v.strip())
-        n = int(headers.get("content-length", "0"))
-        body, data = rest[:n], rest[n:]
-        if status >= 200:
-            out.append((status, headers, body))
-    return out
-
-
-def raw_one(sock_path: str, data: bytes, **kw) -> tuple[int, dict[str, str], bytes]:
-    responses = parse_responses(raw_exchange(sock_path, data, **kw))
-    assert len(responses) == 1, responses
-    return responses[0]
-
-
-def req(
-    method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"", close: bool = True, length: bool = True
-) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: x", *(f"{k}: {v}" for k, v in headers)]
-    if length:
-        lines.append(f"Content-Length: {len(body)}")
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def chunked(method: str, path: str, headers: list[tuple[str, str]], chunks: list[bytes]) -> bytes:
-    head = req(method, path, [*headers, ("Transfer-Encoding", "chunked")], length=False)
-    return head + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
 
 
 _DUR_RE = re.compile(

@@ -7,41 +7,18 @@ delete-by-name, lookup cleanup, name validation, and named counters (JSON Conten
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
 import signal
 import threading
 import time
-from urllib.parse import quote
 
 import pytest
+from helpers import assert_empty_ok, assert_error, assert_sid, call, seg, snap, wait_for_status
 
-from bigbunny.client import BBClient, Response
-
-SID_RE = re.compile(r"v1:0:[A-Za-z0-9_-]{59}")
-_seq = itertools.count()
+from bigbunny.client import Response
 
 
 # --- helpers ------------------------------------------------------------------------------------
-@pytest.fixture
-def cust(request: pytest.FixtureRequest) -> str:
-    return f"n{next(_seq)}_{re.sub(r'[^A-Za-z0-9_-]', '_', request.node.name)}"[:64]
-
-
-def call(
-    node, path: str, customer: str | None, body: bytes = b"", headers: dict | None = None, timeout: float = 5.0
-) -> Response:
-    h = {} if customer is None else {"X-Customer-ID": customer}
-    h.update(headers or {})
-    with BBClient(node.sock, timeout=timeout) as c:
-        return c.request("POST", path, h, body)
-
-
-def seg(s: str) -> str:
-    return quote(s, safe="")
-
-
 def cbn(
     node,
     customer: str,
@@ -51,7 +28,8 @@ def cbn(
     encoded: bool = False,
     timeout: float = 5.0,
 ) -> Response:
-    return call(node, f"/api/v1/create-by-name/{name if encoded else seg(name)}", customer, body, headers, timeout)
+    path = f"/api/v1/create-by-name/{name if encoded else seg(name)}"
+    return call(node, path, customer, body, headers, timeout=timeout)
 
 
 def lookup(node, customer: str, name: str, encoded: bool = False) -> Response:
@@ -62,44 +40,9 @@ def dbn(node, customer: str, name: str, encoded: bool = False, timeout: float = 
     return call(node, f"/api/v1/delete-by-name/{name if encoded else seg(name)}", customer, timeout=timeout)
 
 
-def snap(node, customer: str, sid: str) -> Response:
-    return call(node, f"/api/v1/snapshot/{seg(sid)}", customer)
-
-
-def assert_error(
-    r: Response, status: int, message: str, code: str | None = None, retry_after: int | None = None
-) -> None:
-    got = (r.status, r.body, r.headers.get("bigbunny-error-code"), r.headers.get("retry-after"))
-    want = (status, (message + "\n").encode(), code, None if retry_after is None else str(retry_after))
-    assert got == want, f"{got!r} != {want!r}"
-    assert r.headers.get("content-type") == "text/plain; charset=utf-8"
-    assert r.headers.get("x-content-type-options") == "nosniff"
-
-
-def assert_sid(r: Response) -> str:
-    assert r.status == 200, (r.status, r.body)
-    assert r.headers.get("content-type") == "text/plain"
-    assert SID_RE.fullmatch(r.text), r.body
-    return r.text
-
-
-def assert_empty_ok(r: Response) -> None:
-    assert (r.status, r.body, r.headers.get("content-length")) == (200, b"", "0"), (r.status, r.body)
-    assert "content-type" not in r.headers
-
-
 def registry(node) -> tuple[int, dict]:
     st = node.status()
     return st["registry_count"], st["registry_states"]
-
-
-def wait_for_status(fn, status: int, timeout: float = 4.0) -> Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = fn()
-        if r.status == status or time.monotonic() > deadline:
-            return r
-        time.sleep(0.05)
 
 
 # --- create / lookup / delete ------------------------------------------------------------------

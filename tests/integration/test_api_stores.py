@@ -8,63 +8,24 @@ Every test uses its own customer on the shared ``node`` or its own daemon.
 
 from __future__ import annotations
 
-import itertools
 import re
-import socket
 import time
-from collections.abc import Iterator
-from urllib.parse import quote
 
 import pytest
-from conftest import Daemon
+from helpers import assert_empty_ok, assert_error, assert_sid, call, raw_one, req, seg, snap, wait_for_status
 
-from bigbunny.client import BBClient, Response
+from bigbunny.client import Response
 
-SID_RE = re.compile(r"v1:0:[A-Za-z0-9_-]{59}")
 LOCK_RE = re.compile(r"[A-Za-z0-9_-]{22}")
 DEFAULT_TTL = 1_209_600
 MAX_TTL = 9_223_372_036
-_seq = itertools.count()
 
 
 # --- helpers ------------------------------------------------------------------------------------
-@pytest.fixture
-def cust(request: pytest.FixtureRequest) -> str:
-    """A customer ID unique to this test (valid per ^[A-Za-z0-9_-]{1,64}$)."""
-    return f"s{next(_seq)}_{re.sub(r'[^A-Za-z0-9_-]', '_', request.node.name)}"[:64]
-
-
-@pytest.fixture(scope="module")
-def lnode() -> Iterator[Daemon]:
-    """A second shared dev daemon whose modify locks last 30 s, for tests that need a lock to stay live
-    across several requests (the default 500 ms could run out on a loaded machine)."""
-    d = Daemon("--rate-limit=0", "--lock-timeout=30s").wait_ready()
-    yield d
-    rc = d.stop()
-    assert rc == 0, f"bbd exited {rc} on SIGTERM:\n{d.log()[-3000:]}"
-
-
-def call(
-    node, path: str, customer: str | None = None, body: bytes = b"", headers: dict | None = None, method: str = "POST"
-) -> Response:
-    h = {} if customer is None else {"X-Customer-ID": customer}
-    h.update(headers or {})
-    with BBClient(node.sock, timeout=5.0) as c:
-        return c.request(method, path, h, body)
-
-
-def seg(sid: str) -> str:
-    return quote(sid, safe="")
-
-
 def create(node, customer: str, body: bytes = b"x", ttl: str | None = None) -> str:
     r = call(node, "/api/v1/create", customer, body, {} if ttl is None else {"BigBunny-Not-Valid-After": ttl})
     assert_sid(r)
     return r.text
-
-
-def snap(node, customer: str, sid: str, headers: dict | None = None) -> Response:
-    return call(node, f"/api/v1/snapshot/{seg(sid)}", customer, headers=headers)
 
 
 def begin(node, customer: str, sid: str) -> Response:
@@ -99,31 +60,6 @@ def delete(node, customer: str, sid: str) -> Response:
     return call(node, f"/api/v1/delete/{seg(sid)}", customer)
 
 
-def assert_error(
-    r: Response, status: int, message: str, code: str | None = None, retry_after: int | None = None
-) -> None:
-    """Exact error format (§2.1): text/plain; charset=utf-8, nosniff, body = message + newline."""
-    got = (r.status, r.body, r.headers.get("bigbunny-error-code"), r.headers.get("retry-after"))
-    want = (status, (message + "\n").encode(), code, None if retry_after is None else str(retry_after))
-    assert got == want, f"{got!r} != {want!r}"
-    assert r.headers.get("content-type") == "text/plain; charset=utf-8"
-    assert r.headers.get("x-content-type-options") == "nosniff"
-
-
-def assert_empty_ok(r: Response) -> None:
-    """Empty 200 (§2.1): Content-Length 0, no Content-Type."""
-    assert (r.status, r.body) == (200, b""), (r.status, r.body)
-    assert r.headers.get("content-length") == "0"
-    assert "content-type" not in r.headers
-
-
-def assert_sid(r: Response) -> None:
-    """Store-ID 200 (§2.1): text/plain, no trailing newline."""
-    assert r.status == 200, (r.status, r.body)
-    assert r.headers.get("content-type") == "text/plain"
-    assert SID_RE.fullmatch(r.text), r.body
-
-
 def assert_blob(r: Response, body: bytes) -> None:
     assert (r.status, r.body) == (200, body), (r.status, r.body)
     if body:
@@ -139,40 +75,6 @@ def ttl_of(r: Response) -> int:
 def assert_ttl_near(r: Response, ttl: int) -> None:
     """Remaining TTL = floor(expiry - now): strictly below the TTL just set, allowing a slow machine."""
     assert ttl - 3 <= ttl_of(r) < ttl, (ttl_of(r), ttl)
-
-
-def wait_for_status(fn, status: int, timeout: float = 4.0) -> Response:
-    """Poll ``fn()`` until it answers ``status`` (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = fn()
-        if r.status == status or time.monotonic() > deadline:
-            return r
-        time.sleep(0.05)
-
-
-def raw_http(sock_path: str, data: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    """Send raw bytes (a request with ``Connection: close``), parse the first response."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(sock_path)
-    try:
-        s.sendall(data)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        s.close()
-    head, _, body = out.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers.setdefault(k.strip().lower(), v.strip())
-    return int(lines[0].split()[1]), headers, body
 
 
 # --- create / snapshot -------------------------------------------------------------------------
@@ -473,11 +375,11 @@ def test_create_ttl_refused(node, cust, value) -> None:
 
 
 def test_ttl_header_whitespace_is_trimmed(node, cust) -> None:
-    req = (
+    data = (
         f"POST /api/v1/create HTTP/1.1\r\nHost: x\r\nX-Customer-ID: {cust}\r\n"
         "BigBunny-Not-Valid-After:   77  \r\nContent-Length: 1\r\nConnection: close\r\n\r\nz"
     ).encode()
-    status, _, body = raw_http(node.sock, req)
+    status, _, body = raw_one(node.sock, data)
     assert status == 200
     assert_ttl_near(snap(node, cust, body.decode()), 77)
 
@@ -701,34 +603,22 @@ def test_header_names_are_case_insensitive(lnode, cust) -> None:
     assert_blob(snap(lnode, cust, sid), b"ci2")
 
 
-def _raw_req(path: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
-    lines = [
-        f"POST {path} HTTP/1.1",
-        "Host: x",
-        *(f"{k}: {v}" for k, v in headers),
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-        "",
-        "",
-    ]
-    return "\r\n".join(lines).encode("latin-1") + body
-
-
 def test_repeated_headers_first_value_wins(lnode, cust) -> None:
     # customer: first valid, second invalid → OK; first invalid → 400
-    status, _, sid_b = raw_http(
-        lnode.sock, _raw_req("/api/v1/create", [("X-Customer-ID", cust), ("x-customer-id", "bad cust")], b"d")
+    status, _, sid_b = raw_one(
+        lnode.sock, req("POST", "/api/v1/create", [("X-Customer-ID", cust), ("x-customer-id", "bad cust")], b"d")
     )
     assert status == 200
     sid = sid_b.decode()
-    status, h, body = raw_http(
-        lnode.sock, _raw_req(f"/api/v1/snapshot/{sid}", [("X-Customer-ID", "bad cust"), ("X-Customer-ID", cust)])
+    status, h, body = raw_one(
+        lnode.sock, req("POST", f"/api/v1/snapshot/{sid}", [("X-Customer-ID", "bad cust"), ("X-Customer-ID", cust)])
     )
     assert (status, body) == (400, b"invalid customer ID\n")
     # TTL: the first value counts, even if unparsable
-    status, _, sid_b = raw_http(
+    status, _, sid_b = raw_one(
         lnode.sock,
-        _raw_req(
+        req(
+            "POST",
             "/api/v1/create",
             [("X-Customer-ID", cust), ("BigBunny-Not-Valid-After", "120"), ("BigBunny-Not-Valid-After", "0")],
             b"t",
@@ -736,9 +626,10 @@ def test_repeated_headers_first_value_wins(lnode, cust) -> None:
     )
     assert status == 200
     assert_ttl_near(snap(lnode, cust, sid_b.decode()), 120)
-    status, _, sid_b = raw_http(
+    status, _, sid_b = raw_one(
         lnode.sock,
-        _raw_req(
+        req(
+            "POST",
             "/api/v1/create",
             [("X-Customer-ID", cust), ("BigBunny-Not-Valid-After", "abc"), ("BigBunny-Not-Valid-After", "0")],
             b"t",
@@ -748,18 +639,20 @@ def test_repeated_headers_first_value_wins(lnode, cust) -> None:
     assert_ttl_near(snap(lnode, cust, sid_b.decode()), DEFAULT_TTL)
     # lock ID: first wins
     lock = begin(lnode, cust, sid).headers["bigbunny-lock-id"]
-    status, _, body = raw_http(
+    status, _, body = raw_one(
         lnode.sock,
-        _raw_req(
+        req(
+            "POST",
             f"/api/v1/complete-modify/{sid}",
             [("X-Customer-ID", cust), ("BigBunny-Lock-ID", "G" * 22), ("BigBunny-Lock-ID", lock)],
             b"no",
         ),
     )
     assert (status, body) == (409, b"lock mismatch\n")
-    status, _, body = raw_http(
+    status, _, body = raw_one(
         lnode.sock,
-        _raw_req(
+        req(
+            "POST",
             f"/api/v1/complete-modify/{sid}",
             [("X-Customer-ID", cust), ("BigBunny-Lock-ID", lock), ("BigBunny-Lock-ID", "G" * 22)],
             b"yes",

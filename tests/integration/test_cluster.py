@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import ClusterNode, ClusterRig
+from helpers import wait_until
 
 from bigbunny.client import BBClient, BBConnectionError, BBError
 from bigbunny.durations import NEVER_NS, format_duration, parse_duration
@@ -29,18 +30,6 @@ ENV_KEY = "cd" * 32
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
-    """Poll ``pred`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
 def role_of(n: ClusterNode) -> tuple[str, int]:
     st = n.status()
     return st["role"], st["leader_epoch"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import chunked, raw_exchange
 
 from bigbunny.client import BBClient, BBError, Response
 from bigbunny.sharding import shard_of
@@ -43,33 +44,11 @@ def memory(d: Any) -> int:
     return int(d.status()["memory_usage"])
 
 
-def raw_http(path: str, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send ``data`` on a fresh connection and read until the server closes it."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-        s.sendall(data)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-        return out
-    finally:
-        s.close()
-
-
 def chunked_create(path: str, customer: str, body: bytes) -> bytes:
     """POST /api/v1/create with a chunked body (two chunks); returns the raw response."""
     half = len(body) // 2
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:half], body[half:]) if p)
-    req = (
-        b"POST /api/v1/create HTTP/1.1\r\nHost: x\r\nX-Customer-ID: "
-        + customer.encode()
-        + b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        + chunks
-        + b"0\r\n\r\n"
-    )
-    return raw_http(path, req)
+    chunks = [p for p in (body[:half], body[half:]) if p]
+    return raw_exchange(path, chunked("POST", "/api/v1/create", [("X-Customer-ID", customer)], chunks))
 
 
 # --- rate limiting (§2.10) -------------------------------------------------------------------------------
@@ -374,7 +353,7 @@ def test_header_cap(daemon_factory) -> None:
     for n in (4097, 5000, 8000, 20000, 60000):  # an ordinary client still sending must get to read the 431
         resp = post(c, "/api/v1/create", b"large" * 100, {"X-Pad": "p" * n})
         assert resp.status == 431 and resp.text == "request header fields too large\n", resp
-    raw = raw_http(
+    raw = raw_exchange(
         d.sock,
         b"POST /api/v1/create HTTP/1.1\r\nHost: x\r\nX-Customer-ID: hdr\r\n" + b"X-Pad: " + b"q" * 8000 + b"\r\n\r\n",
     )

@@ -17,13 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 import pytest
 from conftest import Daemon
+from helpers import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from bigbunny.client import BBClient, Response
@@ -33,17 +34,6 @@ MEMORY_LIMIT = 1_000_000
 TOMBSTONE_LIMIT = 2
 FLOOD = 80
 BURST = 60
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def api(c: BBClient, customer: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:

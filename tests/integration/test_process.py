@@ -17,12 +17,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psutil
 import pytest
 from conftest import Daemon
+from helpers import gone, wait_until
 
 from bigbunny.client import BBClient, BBConnectionError, BBError
 from bigbunny.sharding import shard_of
@@ -31,25 +31,6 @@ ENV_KEY = "ab" * 32  # a 32-byte production key (hex) for the env-configured dae
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
-    """Poll ``pred`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
-def gone(p: psutil.Process) -> bool:
-    try:
-        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
