@@ -224,6 +224,7 @@ class Cluster:
 
     # --- role changes ------------------------------------------------------------------------------
     def promote(self, why: str) -> None:
+        self.forwarder.fail_all()  # relays to the old leader will not be answered
         self.role.promote()
         self.leader = self.node.cfg.host_id
         self.ever_saw_primary = True
