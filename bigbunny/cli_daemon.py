@@ -61,7 +61,8 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("lock-timeout", DURATION, "500ms", "modify lock duration"),
     ("max-store-size", int, 2048, "largest store/request body in bytes"),
     ("gc-interval", DURATION, "30s", "expired-store collection period (primary)"),
-    ("log-level", click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False), "info", "log level"),
+    ("log-level", click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False), "info",
+     "log level"),
     ("log-format", click.Choice(["text", "json"], case_sensitive=False), "text", "log format"),
 ]
 

@@ -125,6 +125,7 @@ def format_customers(report: dict[str, Any]) -> str:
         if not rows:
             lines.append("  (none)")
         for r in rows:
-            lines.append(f"  {str(r.get('customer')):<40} memory {num(r.get('memory'))} B, stores {num(r.get('stores'))}"
-                         f", tombstones {num(r.get('tombstones'))}, rate-limited {num(r.get('rate_limited'))}")
+            lines.append(f"  {str(r.get('customer')):<40} memory {num(r.get('memory'))} B, "
+                         f"stores {num(r.get('stores'))}, tombstones {num(r.get('tombstones'))}, "
+                         f"rate-limited {num(r.get('rate_limited'))}")
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""Two-node clustering: roles, heartbeats, lease, epoch fencing and join (SPEC §7.1–7.3, §7.6).
+"""Two-node clustering: roles, heartbeats, lease and epoch fencing (SPEC §7.1–7.3); join is in
+``supervisor.join``, mixed in.
 
 States and transitions (all in the supervisor's event loop, so no locks):
 
@@ -6,7 +7,7 @@ States and transitions (all in the supervisor's event loop, so no locks):
   (§13 fix 11): no answer within ``PROBE_WINDOW`` or a JOINING peer → PRIMARY (epoch ≥ 1, no
   lock-unknown window); a PRIMARY peer → join it; a SECONDARY peer still holds our old data → wait
   for it to take over (it promotes at once when it sees its old leader come back empty).
-* JOINING → SECONDARY: after a join snapshot from the primary was applied (see ``Joiner``).
+* JOINING → SECONDARY: after a join snapshot from the primary was applied (see ``supervisor.join``).
 * SECONDARY → PRIMARY: lease expiry (no accepted heartbeat for 2 s + 2 s grace), or — when the
   leader's connection closes (a crashed process) — ``FAST_CHECK`` s without a heartbeat or an answer
   to a probe, or ``promote``;
@@ -33,11 +34,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from bigbunny import wire
-from bigbunny.sharding import shard_of
 from supervisor import peerlink, replication
-from supervisor.channel import ShardDown
 from supervisor.forwarding import Forwarder
+from supervisor.join import JOIN_RETRY, JOIN_STALL, JoinProtocol
 from supervisor.role import JOINING, PRIMARY, SECONDARY
 
 if TYPE_CHECKING:
@@ -50,12 +49,9 @@ LEASE = 2.0 + 2.0
 LEASE_PROBE = 0.5
 FAST_CHECK = 1.0
 PROBE_WINDOW = 1.0
-JOIN_RETRY = 1.0
-JOIN_STALL = 15.0
-CHUNK = 1000
 
 
-class Cluster:
+class Cluster(JoinProtocol):
     def __init__(self, node: Node) -> None:
         cfg = node.cfg
         self.node = node
@@ -351,134 +347,6 @@ class Cluster:
 
     def on_repl_ack(self, hdr: list[Any], body: bytes) -> None:
         self.sender.on_ack(hdr[5], hdr[6])
-
-    # --- join: joiner side ---------------------------------------------------------------------------
-    def request_join(self) -> None:
-        self.join_attempt = time.monotonic()
-        self.join_id = f"{self.node.cfg.host_id}-{next(self._join_ids)}"
-        self.join_chunks = []
-        log.info("asking %s for a join snapshot (%s)", self.peer.id, self.join_id)
-        if not self.send(peerlink.JOIN_REQ, [self.join_id, True]):
-            self.join_id = None
-
-    def on_join_refuse(self, hdr: list[Any], body: bytes) -> None:
-        if hdr[5] == self.join_id:
-            log.info("join %s refused: %s", self.join_id, hdr[6])
-            self.join_id = None
-
-    def on_join_chunk(self, hdr: list[Any], body: bytes) -> None:
-        join_id, index, last, stores, meta = hdr[5], hdr[6], hdr[7], hdr[8], hdr[9]
-        if join_id != self.join_id or self.role.role != JOINING or index != len(self.join_chunks):
-            return
-        self.join_chunks.append(stores)
-        if last:
-            asyncio.get_running_loop().create_task(self._apply_join(hdr[3], meta))
-
-    async def _apply_join(self, epoch: int, meta: dict[str, Any]) -> None:
-        join_id, chunks = self.join_id, self.join_chunks
-        self.join_chunks = []
-        why = self._refusal(epoch, meta)
-        if why:
-            log.warning("refusing join snapshot %s: %s", join_id, why)
-            self.join_id = None
-            return
-        node = self.node
-        per_shard: list[list[list[Any]]] = [[] for _ in range(node.nshards)]
-        tombstoned = {row[0] for row in meta["tombstones"]}
-        count = 0
-        for chunk in chunks:
-            for rec in chunk:
-                if rec[0] not in tombstoned:
-                    per_shard[shard_of(rec[0], node.nshards)].append(rec)
-                    count += 1
-        for i, records in enumerate(per_shard):
-            try:
-                res = await node.channels[i].call(wire.OP_LOAD, extra=[True, records])
-            except ShardDown:
-                log.warning("join %s: shard %d is down; retrying later", join_id, i)
-                self.join_id = None
-                return
-            node.accounting.drop_shard(i)
-            for customer, used in (res[1] or {}).items():
-                node.accounting.apply(i, customer, used)
-        if self.role.role != JOINING or self.join_id != join_id or epoch < self.role.epoch:
-            return  # something changed while we were loading: the next attempt starts over
-        node.registry.load(meta["registry"])
-        node.tombstones.replace(meta["tombstones"])
-        self.role.epoch = epoch
-        self.role.role = SECONDARY
-        self.role.last_leader_seen = time.monotonic()
-        self.leader = self.peer.id
-        self.ever_saw_primary = True
-        self.join_id = None
-        self.receiver.start_stream(meta["stream"], meta["base_seq"])
-        self._ack()
-        log.warning("role SECONDARY (epoch %d): joined %s with %d stores", epoch, self.peer.id, count)
-
-    def _refusal(self, epoch: int, meta: dict[str, Any]) -> str:
-        if self.verify_site and meta.get("site") and meta["site"] != self.node.cfg.site:
-            return f"site {meta['site']!r} is not ours"
-        if epoch < self.role.epoch:
-            return f"epoch {epoch} is older than ours ({self.role.epoch})"
-        if not meta.get("has_registry"):
-            return "snapshot has no registry"
-        seen: set[str] = set()
-        for row in meta["registry"]:
-            if row[2] == "active" and row[3]:
-                if row[3] in seen:
-                    return f"two active names share store {row[3]}"
-                seen.add(row[3])
-        return ""
-
-    # --- join: primary side --------------------------------------------------------------------------
-    def on_join_request(self, hdr: list[Any], body: bytes) -> None:
-        join_id = hdr[5]
-        if not self.role.is_primary:
-            self.send(peerlink.JOIN_REFUSE, [join_id, "not primary", 1])
-            return
-        if self.serving_join:
-            self.send(peerlink.JOIN_REFUSE, [join_id, "another join is in progress", 2])
-            return
-        self.serving_join = True
-        asyncio.get_running_loop().create_task(self._serve_join(join_id))
-
-    async def _serve_join(self, join_id: str) -> None:
-        node, role = self.node, self.role
-        try:
-            role.barrier = True  # new mutations → 503 JoinSyncing; in-flight ones finish first
-            deadline = time.monotonic() + 5.0
-            while node.inflight_mutations and time.monotonic() < deadline:
-                await asyncio.sleep(0.002)
-            dumps = []
-            for i in range(node.nshards):
-                try:
-                    res = await node.channels[i].call(wire.OP_DUMP)
-                    dumps.extend(res[1] or [])
-                except ShardDown:
-                    log.warning("join %s: shard %d is down, its stores are not in the snapshot", join_id, i)
-            meta = {
-                "site": node.cfg.site,
-                "has_registry": True,
-                "registry": node.registry.snapshot(),
-                "tombstones": node.tombstones.snapshot(),
-                "stream": self.sender.stream,
-                "base_seq": self.sender.seq,
-            }
-            epoch = role.epoch
-        finally:
-            role.barrier = False  # the snapshot is captured; later records have higher sequence numbers
-        try:
-            chunks = [dumps[i : i + CHUNK] for i in range(0, len(dumps), CHUNK)] or [[]]
-            for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-                if not self.link.send(peerlink.JOIN_CHUNK, epoch, [join_id, i, last, chunk, meta if last else None]):
-                    log.warning("join %s: peer unreachable while sending the snapshot", join_id)
-                    return
-                if not last and i % 10 == 9:
-                    await asyncio.sleep(0)  # let other work run between big chunks
-            log.info("join %s: sent %d stores in %d chunks", join_id, len(dumps), len(chunks))
-        finally:
-            self.serving_join = False
 
     # --- status ----------------------------------------------------------------------------------------
     def peers_status(self) -> dict[str, float | None]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from bigbunny import wire
 from supervisor.channel import ShardDown
