@@ -50,6 +50,9 @@ _TOO_LARGE = _plain(431, "Request Header Fields Too Large", "request header fiel
 _REFUSE_LINGER = 0.5  # s to keep discarding a refused request's input after the 431
 
 
+_SWEEP_EVERY = 0.25  # deadline granularity of the HTTP timeouts
+
+
 class _HeaderOverflow(Exception):
     pass
 
@@ -88,23 +91,59 @@ class _CorkedTransport:
 def make_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
     """A protocol class bound to ``limits`` (uvicorn instantiates it per connection)."""
 
+    sweeper: dict[str, Any] = {"handle": None}
+
+    def sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        """One timer for all connections instead of three per request: every ``_SWEEP_EVERY`` s,
+        close the connections whose header, read or keep-alive deadline has passed."""
+        now = loop.time()
+        for conn in list(connections):
+            if isinstance(conn, BbdHttpProtocol):
+                conn._check_deadlines(now)
+        sweeper["handle"] = loop.call_later(_SWEEP_EVERY, sweep, loop, connections) if connections else None
+
     class BbdHttpProtocol(HttpToolsProtocol):
         _hdr_bytes = 0
         _refused = False
-        _hdr_timer: asyncio.TimerHandle | None = None
-        _read_timer: asyncio.TimerHandle | None = None
+        _hdr_deadline = 0.0  # loop time by which the request headers must be complete (0: none)
+        _read_deadline = 0.0  # ... the whole request must be read
+        _idle_deadline = 0.0  # ... the next request must start (keep-alive)
         _write_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._corked = _CorkedTransport(transport, self.loop)
-            self._hdr_timer = self.loop.call_later(limits.read_header_timeout, self._expire, "header")
+            self._hdr_deadline = self.loop.time() + limits.read_header_timeout
+            if sweeper["handle"] is None:
+                sweeper["handle"] = self.loop.call_later(_SWEEP_EVERY, sweep, self.loop, self.connections)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            for t in (self._hdr_timer, self._read_timer, self._write_timer):
-                if t is not None:
-                    t.cancel()
+            if self._write_timer is not None:
+                self._write_timer.cancel()
             super().connection_lost(exc)
+
+        def _check_deadlines(self, now: float) -> None:
+            for deadline, what in ((self._hdr_deadline, "header"), (self._read_deadline, "read"),
+                                   (self._idle_deadline, "idle")):
+                if deadline and now > deadline:
+                    self._expire(what)
+                    return
+
+        def _unset_keepalive_if_required(self) -> None:
+            self._idle_deadline = 0.0
+
+        def on_response_complete(self) -> None:
+            # uvicorn's, with the keep-alive timer replaced by a deadline the sweeper checks
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._idle_deadline = 0.0
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            else:
+                self._idle_deadline = self.loop.time() + self.timeout_keep_alive
 
         def data_received(self, data: bytes) -> None:
             if self._refused:
@@ -144,9 +183,10 @@ def make_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._hdr_bytes = 0
-            if self._hdr_timer is None:
-                self._hdr_timer = self.loop.call_later(limits.read_header_timeout, self._expire, "header")
-            self._read_timer = self.loop.call_later(limits.read_timeout, self._expire, "read")
+            now = self.loop.time()
+            if not self._hdr_deadline:
+                self._hdr_deadline = now + limits.read_header_timeout
+            self._read_deadline = now + limits.read_timeout
 
         def on_url(self, url: bytes) -> None:
             self._count(len(url))
@@ -162,9 +202,7 @@ def make_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
                 raise _HeaderOverflow
 
         def on_headers_complete(self) -> None:
-            if self._hdr_timer is not None:
-                self._hdr_timer.cancel()
-                self._hdr_timer = None
+            self._hdr_deadline = 0.0
             real, self.transport = self.transport, self._corked  # the request cycle writes through the cork
             try:
                 super().on_headers_complete()
@@ -172,9 +210,7 @@ def make_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
                 self.transport = real
 
         def on_message_complete(self) -> None:
-            if self._read_timer is not None:
-                self._read_timer.cancel()
-                self._read_timer = None
+            self._read_deadline = 0.0
             super().on_message_complete()
 
         def pause_writing(self) -> None:
