@@ -246,32 +246,35 @@ class ShardOps:
 
     # --- replication and join ----------------------------------------------------------------
     def apply(self, hdr: list[Any], body: bytes) -> Reply:
-        """``[rid, APPLY, ..., extra=[record, held_since]]`` → a = growth, b = customer of the store.
+        """``[rid, APPLY, ..., extra=[[record, held_since], ...]]`` → a = [[growth, customer] or None, ...].
 
-        A replicated record is applied only if its ID opens under (our site, the record's customer)
-        and, when given, its shard_id matches the decrypted one (SPEC §7.4); anything else is dropped.
+        Records are applied in order. One is applied only if its ID opens under (our site, the
+        record's customer) and, when given, its shard_id matches the decrypted one (SPEC §7.4);
+        anything else is dropped (None in the answer).
         """
-        rec, held_since = hdr[8]
+        return [self._apply_one(rec, held_since) for rec, held_since in hdr[8]], None, b""
+
+    def _apply_one(self, rec: list[Any], held_since: float) -> list[Any] | None:
         kind, shard_id, sid, customer = rec[0], rec[1], rec[2], rec[3]
         if shard_of(sid, self.shards) != self.index:
-            raise errors.INVALID_STORE_ID
+            return None
         try:
             opened = self.codec.open(sid, customer)[0]
         except StoreIdError:
-            raise errors.INVALID_STORE_ID from None
+            return None
         if shard_id is not None and shard_id != opened:
-            raise errors.INVALID_STORE_ID
+            return None
         engine = self.engine
         if kind == "C" or kind == "U":
-            return engine.apply_put(rec[2:], kind == "C"), customer, b""
+            return [engine.apply_put(rec[2:], kind == "C"), customer]
         if kind == "D":
             res = engine.force_delete(sid)
-            return (0 if res is None else res[1]), customer, b""
+            return [0 if res is None else res[1], customer]
         if kind == "L":
             engine.apply_lock(sid, rec[4], held_since)
         elif kind == "R":
             engine.apply_unlock(sid, rec[4])
-        return 0, customer, b""
+        return [0, customer]
 
     def customers(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, CUSTOMERS]`` → a = {customer: store count}."""

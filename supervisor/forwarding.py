@@ -52,7 +52,7 @@ class Forwarder:
         cl = self.cluster
         now = time.monotonic()
         reachable = cl.peer_seen is not None and now - cl.peer_seen <= PEER_SILENT_AFTER
-        if cl.leader is None or cl.leader == self.node.cfg.host_id or not reachable or not cl.link.connected:
+        if cl.leader is None or cl.leader == self.node.cfg.host_id or not reachable:
             err = errors.STORE_UNAVAILABLE if self.node.role.role == JOINING else errors.LEADER_UNKNOWN
             return await responses.send_error(send, err)
         try:

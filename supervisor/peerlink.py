@@ -79,7 +79,6 @@ class PeerLink:
         self.ctx = zmq.Context(1)
         self.pull: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
-        self.connected = False  # our PUSH has a live connection to the peer (from the socket monitor)
         self.push: zmq.Socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.dropped_bad_mac = 0
@@ -199,7 +198,6 @@ class PeerLink:
             except zmq.ZMQError:
                 return
             kind = "up" if event["event"] == zmq.EVENT_CONNECTED else "down"
-            self.connected = kind == "up"
             handler = self.handlers.get("link_" + kind)
             if handler is not None:
                 try:

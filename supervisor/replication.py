@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bigbunny import wire
@@ -257,18 +257,22 @@ class Receiver:
             while self._queue:
                 stream, items = self.stream, list(self._queue)
                 self._queue.clear()
-                pending = [p for p in (start_apply(self.node, rec, held) for _, rec, held in items) if p]
-                if pending:
-                    await asyncio.gather(*pending)
+                per_shard: dict[int, list[list[Any]]] = {}
+                for _, rec, held in items:
+                    shard = start_apply(self.node, rec, held)
+                    if shard is not None:
+                        per_shard.setdefault(shard, []).append([rec, held])
+                if per_shard:  # one shard message per shard for the whole burst, not one per record
+                    await asyncio.gather(*(_apply_batch(self.node, i, batch) for i, batch in per_shard.items()))
                 if self.stream == stream and items[0][0] == self.applied + 1:
                     self.applied = items[-1][0]
         finally:
             self._busy = False
 
 
-def start_apply(node: Node, record: list[Any], held_since: float) -> Awaitable[None] | None:
-    """Start applying one replicated record (limits are bypassed, §6); supervisor-side effects
-    (registry, tombstones) happen now, in stream order. Returns what to await for a store record."""
+def start_apply(node: Node, record: list[Any], held_since: float) -> int | None:
+    """Supervisor-side part of applying one replicated record, in stream order (registry, tombstones;
+    limits are bypassed, §6). Returns the shard that must apply a store record, else None."""
     kind = record[0]
     if kind == REGISTRY:
         node.registry.apply(record[1:])
@@ -278,24 +282,18 @@ def start_apply(node: Node, record: list[Any], held_since: float) -> Awaitable[N
         return None  # tombstones beat stale creates/updates (§7.4, §14)
     if kind == "D":
         node.tombstones.add(sid, customer)
-    shard = node.shard_for(sid)
-    fut = node.channels[shard].call(wire.OP_APPLY, sid, customer, extra=[record, held_since])
-    return _finish_apply(node, shard, customer, kind, fut)
+    return node.shard_for(sid)
 
 
-async def _finish_apply(node: Node, shard: int, customer: str, kind: str, fut: Awaitable[Any]) -> None:
+async def _apply_batch(node: Node, shard: int, batch: list[list[Any]]) -> None:
     try:
-        res = await fut
+        res = await node.channels[shard].call(wire.OP_APPLY, extra=batch)
     except ShardDown:
         return
-    if res[0] == wire.OK:
-        node.accounting.apply(shard, customer, res[1])
-    elif res[0] >= 0:
-        log.warning("dropped a replicated %s record that does not open here", kind)
-
-
-async def apply_record(node: Node, record: list[Any], held_since: float) -> None:
-    """Apply one replicated record and wait for it."""
-    pending = start_apply(node, record, held_since)
-    if pending is not None:
-        await pending
+    if res[0] != wire.OK:
+        return
+    for (rec, _), outcome in zip(batch, res[1]):
+        if outcome is None:
+            log.warning("dropped a replicated %s record that does not open here", rec[0])
+        else:
+            node.accounting.apply(shard, outcome[1], outcome[0])

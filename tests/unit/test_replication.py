@@ -141,9 +141,13 @@ def test_records_arriving_while_a_batch_is_applied_are_kept(monkeypatch: pytest.
 
         def apply(node: Any, record: Any, held_since: float) -> Any:
             applied.append(record)
-            return gate if record == "a" else None
+            return 0 if record == "a" else None  # "a" goes to shard 0, whose answer we hold back
+
+        async def shard_apply(node: Any, shard: int, batch: Any) -> None:
+            await gate
 
         monkeypatch.setattr(replication, "start_apply", apply)
+        monkeypatch.setattr(replication, "_apply_batch", shard_apply)
         r = Receiver(fake_node(), lambda why: pytest.fail(why))
         r.start_stream("n1:1", 0)
         r.on_batch("n1:1", [[1, "a", 0.0]])
