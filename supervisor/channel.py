@@ -159,6 +159,3 @@ class ShardChannel:
             if not fut.done():
                 fut.set_exception(ShardDown())
         self.hdrs, self.bodies = [], []
-
-
-SHARD_DOWN = errors.SHARD_UNAVAILABLE
