@@ -25,8 +25,8 @@ from collections.abc import Callable
 from bigbunny import errors
 
 from .counterjson import INT64_MAX, INT64_MIN, parse_set, render_add, render_internal, render_snapshot
-
-STORE_OVERHEAD = 256  # bytes accounted per store on top of its body (§6)
+from .replica import ReplicaMixin
+from .store import STORE_OVERHEAD, Store
 
 _NOT_FOUND = errors.NOT_FOUND_STORE
 _UNAUTHORIZED = errors.UNAUTHORIZED
@@ -39,36 +39,6 @@ _token = secrets.token_urlsafe
 _intern = sys.intern
 
 
-class Store:
-    """One store. Lean on purpose (≈ 88 bytes + body + key per store).
-
-    * ``customer``  owner (interned str)
-    * ``body``      blob bytes, or a counter's internal JSON (§2.7), always current
-    * ``counter``   None for a blob, else ``(value, min, max)`` with None = unbounded
-    * ``expiry``    wall-clock seconds (float); expired ⇔ now > expiry
-    * ``version``   1 on create, +1 per mutation
-    * ``lock``      None or ``(lock_id, expires_at)``; the lock is live ⇔ now <= expires_at
-    * ``pending``   None or ``(pending_name, created_at)`` (create-by-name in flight)
-    """
-
-    __slots__ = ("customer", "body", "counter", "expiry", "version", "lock", "pending")
-
-    customer: str
-    body: bytes
-    counter: tuple[int, int | None, int | None] | None
-    expiry: float
-    version: int
-    lock: tuple[str, float] | None
-    pending: tuple[str, float] | None
-
-    def __repr__(self) -> str:
-        kind = "counter" if self.counter is not None else "blob"
-        return (
-            f"Store({kind}, customer={self.customer!r}, body={self.body!r}, version={self.version}, "
-            f"expiry={self.expiry}, lock={self.lock!r}, pending={self.pending!r})"
-        )
-
-
 def _check_allow(allow: tuple[int, int] | None, growth: int) -> None:
     """Refuse a positive ``growth`` beyond the allowance: customer quota first, then global (§6)."""
     if allow is not None and growth > 0:
@@ -78,7 +48,7 @@ def _check_allow(allow: tuple[int, int] | None, growth: int) -> None:
             raise errors.CAPACITY_EXCEEDED.with_traceback(None)
 
 
-class StoreEngine:
+class StoreEngine(ReplicaMixin):
     """All stores of one shard, with running totals (count, bytes, bytes per customer)."""
 
     __slots__ = ("lock_timeout", "clock", "default_ttl", "_stores", "_usage", "_total", "_pending")
@@ -439,111 +409,3 @@ class StoreEngine:
             if p is not None and now - p[1] > age:
                 out.append((sid, st.customer, p[0]))
         return out
-
-    # --- replication and join (SPEC §7.4, §7.6) ----------------------------------------------------
-    # Records are plain lists so they cross msgpack unchanged:
-    #   state  [sid, customer, counter, body, expiry, version, pending_name]   (counter: list or None)
-    #   full   state + [lock_id, lock_expires, pending_created]                (join snapshots)
-
-    def state(self, sid: str) -> list | None:
-        """Replication record of a store's current state (after a local mutation)."""
-        st = self._stores.get(sid)
-        if st is None:
-            return None
-        c = st.counter
-        return [sid, st.customer, None if c is None else list(c), st.body, st.expiry, st.version,
-                None if st.pending is None else st.pending[0]]
-
-    def apply_put(self, rec: list, create: bool) -> int:
-        """Apply a replicated STORE_CREATE (``create``) or STORE_UPDATE; idempotent; returns growth.
-
-        Create: absent → insert; same customer and newer version → replace; else no-op. Update:
-        present with version ≤ local → no-op; else replace type/body/expiry/version and clear the
-        lock; absent → insert. Replication bypasses limits (§6)."""
-        sid, customer, counter, body, expiry, version, pending = rec[:7]
-        st = self._stores.get(sid)
-        if st is not None:
-            if version <= st.version or (create and st.customer != customer):
-                return 0
-            growth = len(body) - len(st.body)
-            st.body, st.expiry, st.version = body, expiry, version
-            st.counter = None if counter is None else (counter[0], counter[1], counter[2])
-            st.lock = None
-            self._account(st.customer, growth)
-            return growth
-        st = Store()
-        st.customer = _intern(customer)
-        st.body = body
-        st.counter = None if counter is None else (counter[0], counter[1], counter[2])
-        st.expiry = expiry
-        st.version = version
-        st.lock = None
-        st.pending = None
-        if pending and create:
-            st.pending = (pending, self.clock())
-            self._pending.add(sid)
-        self._stores[sid] = st
-        size = len(body) + STORE_OVERHEAD
-        self._account(st.customer, size)
-        return size
-
-    def apply_lock(self, sid: str, lock_id: str, held_since: float) -> None:
-        """Replicated LOCK_ACQUIRED: set unless a different unexpired lock is held."""
-        st = self._stores.get(sid)
-        if st is None:
-            return
-        lock = st.lock
-        if lock is not None and lock[0] != lock_id and not self.clock() > lock[1]:
-            return
-        st.lock = (lock_id, held_since + self.lock_timeout)
-
-    def apply_unlock(self, sid: str, lock_id: str) -> None:
-        """Replicated LOCK_RELEASED: clear if none, expired, or the same ID."""
-        st = self._stores.get(sid)
-        if st is None or st.lock is None:
-            return
-        if st.lock[0] == lock_id or self.clock() > st.lock[1]:
-            st.lock = None
-
-    def dump(self) -> list[list]:
-        """Every store as a full record (join snapshot)."""
-        out = []
-        for sid, st in self._stores.items():
-            c = st.counter
-            lock, pend = st.lock, st.pending
-            out.append([sid, st.customer, None if c is None else list(c), st.body, st.expiry, st.version,
-                        None if pend is None else pend[0],
-                        None if lock is None else lock[0], None if lock is None else lock[1],
-                        None if pend is None else pend[1]])
-        return out
-
-    def clear(self) -> None:
-        """Forget every store (a joining node replaces its state with the primary's snapshot)."""
-        self._stores.clear()
-        self._usage.clear()
-        self._pending.clear()
-        self._total = 0
-
-    def load(self, records: list[list]) -> int:
-        """Insert full records (join snapshot); returns the bytes added."""
-        added = 0
-        for rec in records:
-            sid, customer, counter, body, expiry, version, pending, lock_id, lock_exp, created = rec
-            st = Store()
-            st.customer = _intern(customer)
-            st.body = body
-            st.counter = None if counter is None else (counter[0], counter[1], counter[2])
-            st.expiry = expiry
-            st.version = version
-            st.lock = None if lock_id is None else (lock_id, lock_exp)
-            st.pending = None if pending is None else (pending, created)
-            old = self._stores.get(sid)
-            if old is not None:
-                self._remove(sid, old)
-            if pending is not None:
-                self._pending.add(sid)
-            self._stores[sid] = st
-            size = len(body) + STORE_OVERHEAD
-            self._account(st.customer, size)
-            added += size
-        return added

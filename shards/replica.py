@@ -1,0 +1,125 @@
+"""Replication and join support for the store engine (SPEC §7.4, §7.6), mixed into ``StoreEngine``.
+
+Records are plain lists so they cross msgpack unchanged:
+
+* state  ``[sid, customer, counter, body, expiry, version, pending_name]`` (counter: list or None)
+* full   state + ``[lock_id, lock_expires, pending_created]`` (join snapshots)
+
+Replicated writes bypass memory limits (§6); every method keeps the engine's running totals.
+"""
+
+from __future__ import annotations
+
+from sys import intern as _intern
+from typing import TYPE_CHECKING
+
+from shards.store import STORE_OVERHEAD, Store
+
+if TYPE_CHECKING:
+    from shards.engine import StoreEngine
+
+
+class ReplicaMixin:
+
+    def state(self: StoreEngine, sid: str) -> list | None:
+        """Replication record of a store's current state (after a local mutation)."""
+        st = self._stores.get(sid)
+        if st is None:
+            return None
+        c = st.counter
+        return [sid, st.customer, None if c is None else list(c), st.body, st.expiry, st.version,
+                None if st.pending is None else st.pending[0]]
+
+    def apply_put(self: StoreEngine, rec: list, create: bool) -> int:
+        """Apply a replicated STORE_CREATE (``create``) or STORE_UPDATE; idempotent; returns growth.
+
+        Create: absent → insert; same customer and newer version → replace; else no-op. Update:
+        present with version ≤ local → no-op; else replace type/body/expiry/version and clear the
+        lock; absent → insert. Replication bypasses limits (§6)."""
+        sid, customer, counter, body, expiry, version, pending = rec[:7]
+        st = self._stores.get(sid)
+        if st is not None:
+            if version <= st.version or (create and st.customer != customer):
+                return 0
+            growth = len(body) - len(st.body)
+            st.body, st.expiry, st.version = body, expiry, version
+            st.counter = None if counter is None else (counter[0], counter[1], counter[2])
+            st.lock = None
+            self._account(st.customer, growth)
+            return growth
+        st = Store()
+        st.customer = _intern(customer)
+        st.body = body
+        st.counter = None if counter is None else (counter[0], counter[1], counter[2])
+        st.expiry = expiry
+        st.version = version
+        st.lock = None
+        st.pending = None
+        if pending and create:
+            st.pending = (pending, self.clock())
+            self._pending.add(sid)
+        self._stores[sid] = st
+        size = len(body) + STORE_OVERHEAD
+        self._account(st.customer, size)
+        return size
+
+    def apply_lock(self: StoreEngine, sid: str, lock_id: str, held_since: float) -> None:
+        """Replicated LOCK_ACQUIRED: set unless a different unexpired lock is held."""
+        st = self._stores.get(sid)
+        if st is None:
+            return
+        lock = st.lock
+        if lock is not None and lock[0] != lock_id and not self.clock() > lock[1]:
+            return
+        st.lock = (lock_id, held_since + self.lock_timeout)
+
+    def apply_unlock(self: StoreEngine, sid: str, lock_id: str) -> None:
+        """Replicated LOCK_RELEASED: clear if none, expired, or the same ID."""
+        st = self._stores.get(sid)
+        if st is None or st.lock is None:
+            return
+        if st.lock[0] == lock_id or self.clock() > st.lock[1]:
+            st.lock = None
+
+    def dump(self: StoreEngine) -> list[list]:
+        """Every store as a full record (join snapshot)."""
+        out = []
+        for sid, st in self._stores.items():
+            c = st.counter
+            lock, pend = st.lock, st.pending
+            out.append([sid, st.customer, None if c is None else list(c), st.body, st.expiry, st.version,
+                        None if pend is None else pend[0],
+                        None if lock is None else lock[0], None if lock is None else lock[1],
+                        None if pend is None else pend[1]])
+        return out
+
+    def clear(self: StoreEngine) -> None:
+        """Forget every store (a joining node replaces its state with the primary's snapshot)."""
+        self._stores.clear()
+        self._usage.clear()
+        self._pending.clear()
+        self._total = 0
+
+    def load(self: StoreEngine, records: list[list]) -> int:
+        """Insert full records (join snapshot); returns the bytes added."""
+        added = 0
+        for rec in records:
+            sid, customer, counter, body, expiry, version, pending, lock_id, lock_exp, created = rec
+            st = Store()
+            st.customer = _intern(customer)
+            st.body = body
+            st.counter = None if counter is None else (counter[0], counter[1], counter[2])
+            st.expiry = expiry
+            st.version = version
+            st.lock = None if lock_id is None else (lock_id, lock_exp)
+            st.pending = None if pending is None else (pending, created)
+            old = self._stores.get(sid)
+            if old is not None:
+                self._remove(sid, old)
+            if pending is not None:
+                self._pending.add(sid)
+            self._stores[sid] = st
+            size = len(body) + STORE_OVERHEAD
+            self._account(st.customer, size)
+            added += size
+        return added
