@@ -236,13 +236,8 @@ class StoreEngine(ReplicaMixin):
             raise _MISMATCH.with_traceback(None)
         growth = len(body) - len(st.body)
         _check_allow(allow, growth)
-        st.body = body
         st.lock = None
-        st.version += 1
-        if ttl is not None:
-            st.expiry = now + ttl
-        self._account(st.customer, growth)
-        return growth
+        return self._write(st, body, ttl, now, growth)
 
     def cancel_modify(self, sid: str, customer: str, lock_id: str) -> None:
         """Release the lock (§14): no lock, an expired one or our own → cleared, OK; a different live
@@ -297,6 +292,10 @@ class StoreEngine(ReplicaMixin):
                 raise _LOCKED.with_traceback(None)
             growth = len(body) - len(st.body)
             _check_allow(allow, growth)
+        return self._write(st, body, ttl, now, growth)
+
+    def _write(self, st: Store, body: bytes, ttl: int | None, now: float, growth: int) -> int:
+        """The common tail of a write: new body, version + 1, expiry reset iff ``ttl``, totals."""
         st.body = body
         st.version += 1
         if ttl is not None:

@@ -135,11 +135,11 @@ class StoreApi:
         """One shard round trip; applies reported growth and releases the reservation."""
         node = self.node
         acct = node.accounting
-        node.inflight_mutations += 1
+        node.inflight_calls += 1
         try:
             res = await node.channels[shard].call(op, sid, customer, ttl, flags, lock, allow, extra, body)
         finally:
-            node.inflight_mutations -= 1
+            node.inflight_calls -= 1
             if allow is not None:
                 acct.release(customer, allow)
         err = res[0]

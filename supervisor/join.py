@@ -131,7 +131,7 @@ class JoinProtocol:
         try:
             role.barrier = True  # new mutations → 503 JoinSyncing; in-flight ones finish first
             deadline = time.monotonic() + 5.0
-            while node.inflight_mutations and time.monotonic() < deadline:
+            while node.inflight_calls and time.monotonic() < deadline:
                 await asyncio.sleep(0.002)
             dumps = []
             for i in range(node.nshards):

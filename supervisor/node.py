@@ -38,7 +38,7 @@ class Node:
 
         self.stats = RequestStats()
         self.procinfo = ProcessReporter(self.pool)
-        self.inflight_mutations = 0  # mutations past their barrier check, not yet answered (join waits)
+        self.inflight_calls = 0  # shard calls not yet answered; a join snapshot waits for them to drain
         self.cluster: Any = None  # supervisor.cluster.Cluster when a peer is configured
 
     def replicate(self, record: list[Any], registry: bool = False) -> None:
