@@ -126,6 +126,17 @@ class StoreEngine(ReplicaMixin):
             raise _EXPIRED.with_traceback(None)
         return st, now
 
+    def verified_owner(self, sid: str, customer: str) -> bool:
+        """True if the store exists, belongs to ``customer`` and its ID already opened under it."""
+        st = self._stores.get(sid)
+        return st is not None and st.verified and st.customer == customer
+
+    def mark_verified(self, sid: str, customer: str) -> None:
+        """Record that ``sid`` opened under ``customer`` (only meaningful if the store is theirs)."""
+        st = self._stores.get(sid)
+        if st is not None and st.customer == customer:
+            st.verified = True
+
     def check_live(self, sid: str, customer: str) -> None:
         """404 / 403 / 410 checks only (lets the ops layer place the barrier check)."""
         self._live(sid, customer)
@@ -174,6 +185,7 @@ class StoreEngine(ReplicaMixin):
         st.expiry = now + (self.default_ttl if ttl is None else ttl)
         st.version = 1
         st.lock = None
+        st.verified = True  # the caller minted its ID under this customer
         if pending_name is None:
             st.pending = None
         else:

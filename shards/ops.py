@@ -98,14 +98,21 @@ class ShardOps:
             return [rid, 0, None, None], b""
 
     # --- helpers ---------------------------------------------------------------------------
-    def _open(self, sid: str, customer: str) -> str:
-        """Check the ID opens under ``customer`` (and belongs here); returns its shard_id."""
+    def _open(self, sid: str, customer: str, need_shard_id: bool = False) -> str | None:
+        """Check the ID opens under ``customer`` (and belongs here); returns its shard_id.
+
+        A store whose ID already opened under this customer skips the decryption (the answer cannot
+        change while the keys are fixed) and returns None, unless the caller needs the shard_id."""
+        if not need_shard_id and self.engine.verified_owner(sid, customer):
+            return None
         if shard_of(sid, self.shards) != self.index:
             raise errors.INVALID_STORE_ID
         try:
-            return self.codec.open(sid, customer)[0]
+            shard_id = self.codec.open(sid, customer)[0]
         except StoreIdError:
             raise errors.INVALID_STORE_ID from None
+        self.engine.mark_verified(sid, customer)
+        return shard_id
 
     def _put_record(self, kind: str, shard_id: str | None, sid: str) -> None:
         if self.replicate:
@@ -146,7 +153,7 @@ class ShardOps:
     def begin(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, BEGIN, sid, cust, None, flags]`` → a = TTL remaining, b = lock ID; body = current bytes."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
-        shard_id = self._open(sid, customer)
+        shard_id = self._open(sid, customer, self.replicate)
         _check(flags, wire.F_LOCK_UNKNOWN, wire.F_BARRIER)
         data, ttl, lock_id = self.engine.begin_modify(sid, customer)
         if self.replicate:
@@ -156,7 +163,7 @@ class ShardOps:
     def complete(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, COMPLETE, sid, cust, ttl, flags, lock, allow]`` → a = growth."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
-        shard_id = self._open(sid, customer)
+        shard_id = self._open(sid, customer, self.replicate)
         _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE, wire.F_BAD_TTL, wire.F_BARRIER)
         growth = self.engine.complete_modify(sid, customer, hdr[6], body, hdr[4], self._allow(hdr))
         self._put_record("U", shard_id, sid)
@@ -258,12 +265,13 @@ class ShardOps:
         kind, shard_id, sid, customer = rec[0], rec[1], rec[2], rec[3]
         if shard_of(sid, self.shards) != self.index:
             return None
-        try:
-            opened = self.codec.open(sid, customer)[0]
-        except StoreIdError:
-            return None
-        if shard_id is not None and shard_id != opened:
-            return None
+        if shard_id is not None or not self.engine.verified_owner(sid, customer):
+            try:
+                opened = self.codec.open(sid, customer)[0]
+            except StoreIdError:
+                return None
+            if shard_id is not None and shard_id != opened:
+                return None
         engine = self.engine
         if kind == "C" or kind == "U":
             return [engine.apply_put(rec[2:], kind == "C"), customer]

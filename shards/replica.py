@@ -55,6 +55,7 @@ class ReplicaMixin:
         st.version = version
         st.lock = None
         st.pending = None
+        st.verified = True  # applied only after its ID opened under this customer (see ShardOps.apply)
         if pending and create:
             st.pending = (pending, self.clock())
             self._pending.add(sid)
@@ -113,6 +114,7 @@ class ReplicaMixin:
             st.version = version
             st.lock = None if lock_id is None else (lock_id, lock_exp)
             st.pending = None if pending is None else (pending, created)
+            st.verified = False  # join snapshots are not decrypted on load: the first request checks
             old = self._stores.get(sid)
             if old is not None:
                 self._remove(sid, old)

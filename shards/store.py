@@ -15,9 +15,11 @@ class Store:
     * ``version``   1 on create, +1 per mutation
     * ``lock``      None or ``(lock_id, expires_at)``; the lock is live ⇔ now <= expires_at
     * ``pending``   None or ``(pending_name, created_at)`` (create-by-name in flight)
+    * ``verified``  its ID is known to open under ``customer`` with our keys (minted here, or opened
+                    once): later requests for it skip the AES-SIV decryption
     """
 
-    __slots__ = ("customer", "body", "counter", "expiry", "version", "lock", "pending")
+    __slots__ = ("customer", "body", "counter", "expiry", "version", "lock", "pending", "verified")
 
     customer: str
     body: bytes
@@ -26,6 +28,7 @@ class Store:
     version: int
     lock: tuple[str, float] | None
     pending: tuple[str, float] | None
+    verified: bool
 
     def __repr__(self) -> str:
         kind = "counter" if self.counter is not None else "blob"
