@@ -1,14 +1,16 @@
 """Supervisor <-> shard wire format: the one pack/unpack pair.
 
-A ZeroMQ message carries a *batch* of requests (or replies) in exactly two frames:
+A ZeroMQ message carries a *batch* of requests (or replies) in a single frame:
 
-* frame 0 — msgpack ``[headers, lengths]``: one small positional header array per item, and the byte
-  length of each item's body;
-* frame 1 — the raw bodies, concatenated (never re-encoded: request/response bytes travel as is).
+* 4 bytes, little-endian: the length ``n`` of the msgpack header that follows;
+* ``n`` bytes of msgpack ``[headers, lengths]``: one small positional header array per item, and the
+  byte length of each item's body;
+* the raw bodies, concatenated (never re-encoded: request/response bytes travel as is).
 
-Two frames per batch, whatever its size, keeps the per-frame cost of ZeroMQ off the per-request
-path; the supervisor packs whatever requests are waiting for a shard into one message, and the shard
-answers a batch with one message of replies, matched by request id.
+One frame per batch, whatever its size, keeps the per-frame cost of ZeroMQ off the per-request path
+(a second frame costs ~2 µs to send and ~2 µs to receive here); the supervisor packs whatever
+requests are waiting for a shard into one message, and the shard answers a batch with one message
+of replies, matched by request id.
 
 Request header ``[rid, op, sid, customer, ttl, flags, lock, allow, extra]``:
 
@@ -73,27 +75,30 @@ _packb = msgpack.Packer(use_bin_type=True).pack
 _unpacker_opts: dict[str, Any] = {"raw": False, "use_list": True, "max_bin_len": 1 << 20, "max_str_len": 1 << 20}
 
 
-def pack(headers: Sequence[Sequence[Any]], bodies: Sequence[bytes]) -> list[bytes]:
-    """Encode a batch (parallel lists of headers and bodies) as its two frames."""
-    return [_packb((headers, [len(b) for b in bodies])), b"".join(bodies)]
+def pack(headers: Sequence[Sequence[Any]], bodies: Sequence[bytes]) -> bytes:
+    """Encode a batch (parallel lists of headers and bodies) as its one frame."""
+    head = _packb((headers, [len(b) for b in bodies]))
+    return b"".join((len(head).to_bytes(4, "little"), head, *bodies))
 
 
-def unpack(frames: Sequence[bytes]) -> Iterator[tuple[list[Any], bytes]]:
+def unpack(frame: bytes) -> Iterator[tuple[list[Any], bytes]]:
     """Decode a batch back into ``(header, body)`` pairs; the inverse of :func:`pack`."""
-    if len(frames) != 2:
-        raise ValueError(f"a batch has 2 frames, got {len(frames)}")
-    decoded = msgpack.unpackb(frames[0], **_unpacker_opts)
+    if len(frame) < 4:
+        raise ValueError("batch frame too short")
+    end = 4 + int.from_bytes(frame[:4], "little")
+    if end > len(frame):
+        raise ValueError("batch header length beyond the frame")
+    decoded = msgpack.unpackb(frame[4:end], **_unpacker_opts)
     if not isinstance(decoded, list) or len(decoded) != 2:
-        raise ValueError("malformed batch header frame")
+        raise ValueError("malformed batch header")
     headers, lengths = decoded
     if not isinstance(headers, list) or not isinstance(lengths, list) or len(headers) != len(lengths):
-        raise ValueError("malformed batch header frame")
-    data = frames[1]
-    if sum(lengths) != len(data):
-        raise ValueError("batch body frame length mismatch")
-    pos = 0
+        raise ValueError("malformed batch header")
+    if end + sum(lengths) != len(frame):
+        raise ValueError("batch body length mismatch")
+    pos = end
     for hdr, n in zip(headers, lengths):
         if not isinstance(hdr, list) or not hdr:
             raise ValueError("malformed header")
-        yield hdr, data[pos : pos + n]
+        yield hdr, frame[pos : pos + n]
         pos += n

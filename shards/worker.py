@@ -6,7 +6,7 @@ SIGTERM, or until its parent disappears (then it exits on its own: a shard never
 supervisor) → closes the socket with LINGER 0 and terminates the context.
 
 One request batch in, one reply batch out: the loop drains everything readable, runs it, and answers
-with a single multipart message, which keeps per-message ZeroMQ cost off the per-request path.
+with a single one-frame message, which keeps per-message ZeroMQ cost off the per-request path.
 """
 
 from __future__ import annotations
@@ -88,15 +88,15 @@ def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any) -> None:
         out_bodies: list[bytes] = []
         for _ in range(_MAX_BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                frame = sock.recv(zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 break
             try:
-                for hdr, body in unpack(frames):
+                for hdr, body in unpack(frame):
                     rhdr, rbody = handle(hdr, body)
                     out_hdrs.append(rhdr)
                     out_bodies.append(rbody)
             except (ValueError, TypeError, KeyError, IndexError) as e:  # malformed batch: drop it, keep serving
                 logging.getLogger("bbd.shard").error("dropping malformed batch: %s", e)
         if out_hdrs:
-            sock.send_multipart(pack(out_hdrs, out_bodies), copy=True)
+            sock.send(pack(out_hdrs, out_bodies), copy=True)

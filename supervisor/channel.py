@@ -5,7 +5,7 @@ shard binds) → ``up`` after the first answered ping → ``close`` when the sha
 (every waiting future fails with ``StoreUnavailable``). A channel is never reused across shard
 generations, so a late reply from a dead shard can never resolve a new request.
 
-Hot path: ``call`` appends two frames to the outgoing batch and schedules one flush per loop turn;
+Hot path: ``call`` appends the request to the outgoing batch and schedules one flush per loop turn;
 the socket FD is edge-triggered, so after every send and wake-up the socket is drained until
 ``ZMQ_EVENTS`` shows no more input.
 """
@@ -95,14 +95,14 @@ class ShardChannel:
         hdrs, bodies = self.hdrs, self.bodies
         self.hdrs, self.bodies = [], []
         try:
-            frames = wire.pack(hdrs, bodies)
+            frame = wire.pack(hdrs, bodies)
         except (ValueError, TypeError, OverflowError) as e:  # a bug must fail its requests, not wedge the channel
             log.error("cannot encode a batch for %s: %s", self.endpoint, e)
             for h in hdrs:
                 self._fail(h[0], errors.INTERNAL)
             return
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=True)
+            self.sock.send(frame, zmq.NOBLOCK, copy=True)
         except zmq.Again:  # cannot happen with SNDHWM 0, but never lose requests silently
             self.hdrs, self.bodies = hdrs + self.hdrs, bodies + self.bodies
             self.flush_scheduled = True
@@ -134,7 +134,7 @@ class ShardChannel:
         sock, pending = self.sock, self.pending
         try:
             while not self.closed:
-                for hdr, body in wire.unpack(sock.recv_multipart(zmq.NOBLOCK, copy=True)):
+                for hdr, body in wire.unpack(sock.recv(zmq.NOBLOCK, copy=True)):
                     fut = pending.pop(hdr[0], None)
                     if fut is not None and not fut.done():
                         fut.set_result((hdr[1], hdr[2], hdr[3], body, hdr[4] if len(hdr) > 4 else None))
