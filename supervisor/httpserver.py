@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.parse
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger("bbd.http")
 
@@ -96,6 +97,9 @@ def make_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
     """A protocol class bound to ``limits`` (uvicorn instantiates it per connection)."""
 
     sweeper: dict[str, Any] = {"handle": None}
+    max_header_bytes = limits.max_header_bytes
+    read_header_timeout = limits.read_header_timeout
+    read_timeout = limits.read_timeout
 
     def sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
         """One timer for all connections instead of three per request: every ``_SWEEP_EVERY`` s,
@@ -185,34 +189,79 @@ def make_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
             else:
                 self.transport.close()
 
+        # The parser callbacks below are uvicorn's own, merged with our header accounting and deadlines
+        # and trimmed of what our config never uses (root_path, limit_concurrency): they run for every
+        # request, and each saved call is latency (see docs/performance.md).
         def on_message_begin(self) -> None:
-            super().on_message_begin()
+            self.url = b""
+            self.expect_100_continue = False
+            self.headers = []
             self._hdr_bytes = 0
             now = self.loop.time()
             if not self._hdr_deadline:
-                self._hdr_deadline = now + limits.read_header_timeout
-            self._read_deadline = now + limits.read_timeout
+                self._hdr_deadline = now + read_header_timeout
+            self._read_deadline = now + read_timeout
 
         def on_url(self, url: bytes) -> None:
-            self._count(len(url))
-            super().on_url(url)
+            n = self._hdr_bytes = self._hdr_bytes + len(url)
+            if n > max_header_bytes:
+                raise _HeaderOverflow
+            self.url += url
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._count(len(name) + len(value) + 4)
-            super().on_header(name, value)
-
-        def _count(self, n: int) -> None:
-            self._hdr_bytes += n
-            if self._hdr_bytes > limits.max_header_bytes:
+            n = self._hdr_bytes = self._hdr_bytes + len(name) + len(value) + 4
+            if n > max_header_bytes:
                 raise _HeaderOverflow
+            name = name.lower()
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
             self._hdr_deadline = 0.0
-            real, self.transport = self.transport, self._corked  # the request cycle writes through the cork
-            try:
-                super().on_headers_complete()
-            finally:
-                self.transport = real
+            parser = self.parser
+            http_version = parser.get_http_version()
+            if parser.should_upgrade() and self._should_upgrade():
+                return
+            parsed = httptools.parse_url(self.url)
+            raw_path = parsed.path
+            path = raw_path.decode("ascii")
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            self.scope = scope = {
+                "type": "http",
+                "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                "http_version": http_version,
+                "server": self.server,
+                "client": self.client,
+                "scheme": self.scheme,
+                "root_path": "",
+                "headers": self.headers,
+                "state": self.app_state.copy(),
+                "method": parser.get_method().decode("ascii"),
+                "path": path,
+                "raw_path": raw_path,
+                "query_string": parsed.query or b"",
+            }
+            existing = self.cycle
+            self.cycle = cycle = RequestResponseCycle(
+                scope=scope,  # type: ignore[arg-type]
+                transport=self._corked,  # the response's head and body leave in one write
+                flow=self.flow,
+                logger=self.logger,
+                access_logger=self.access_logger,
+                access_log=False,
+                default_headers=self.server_state.default_headers,
+                message_event=asyncio.Event(),
+                expect_100_continue=self.expect_100_continue,
+                keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+                on_response=self.on_response_complete,
+            )
+            if existing is None or existing.response_complete:
+                self._start_asgi_task(cycle, self.app)
+            else:  # pipelined request: it waits for the one before it
+                self.flow.pause_reading()
+                self.pipeline.appendleft((cycle, self.app))
 
         def on_message_complete(self) -> None:
             self._read_deadline = 0.0
