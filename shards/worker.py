@@ -22,6 +22,7 @@ import zmq
 from bigbunny import wire
 from bigbunny.storeid import KeySet, StoreIdCodec
 from shards.engine import StoreEngine
+from shards.gcpolicy import GcPolicy
 from shards.ops import ShardOps
 
 _POLL_MS = 250
@@ -81,7 +82,9 @@ def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any) -> None:
     poller.register(sock, zmq.POLLIN)
     handle = ops.handle
     unpack, pack = wire.unpack, wire.pack
+    heap = GcPolicy()
     while not should_stop():
+        heap.tick()
         if not poller.poll(_POLL_MS):
             continue
         out_hdrs: list[list[Any]] = []

@@ -104,3 +104,4 @@ def test_modify_records_carry_the_shard_id_when_replicating(replicate: bool) -> 
     else:
         assert len(begin) == 5  # [rid, err, a, b] + body: no replication record
         assert codec.opens == 0
+

@@ -1,0 +1,22 @@
+"""The shard's GC policy (``shards.gcpolicy``): collect + freeze at most once per interval."""
+
+from __future__ import annotations
+
+import gc
+
+from shards.gcpolicy import GcPolicy
+
+
+def test_gc_policy_collects_and_freezes_once_per_interval() -> None:
+    now = [100.0]
+    policy = GcPolicy(every=1.0, clock=lambda: now[0])
+    try:
+        before = gc.get_freeze_count()
+        assert policy.tick() is False  # not yet due
+        now[0] += 1.0
+        survivor = [[] for _ in range(100)]  # tracked objects alive at the freeze
+        assert policy.tick() is True
+        assert gc.get_freeze_count() >= before + len(survivor)
+        assert policy.tick() is False  # at most once per interval
+    finally:
+        gc.unfreeze()
