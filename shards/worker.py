@@ -83,6 +83,7 @@ def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any) -> None:
     handle = ops.handle
     unpack, pack = wire.unpack, wire.pack
     heap = GcPolicy()
+    heap.settle()
     while not should_stop():
         heap.tick()
         if not poller.poll(_POLL_MS):
