@@ -18,7 +18,6 @@ kept current on every change.
 from __future__ import annotations
 
 import secrets
-import sys
 import time
 from collections.abc import Callable
 
@@ -36,7 +35,6 @@ _MISMATCH = errors.LOCK_MISMATCH
 _TYPE = errors.TYPE_MISMATCH
 
 _token = secrets.token_urlsafe
-_intern = sys.intern
 
 
 def _check_allow(allow: tuple[int, int] | None, growth: int) -> None:
@@ -177,22 +175,13 @@ class StoreEngine(ReplicaMixin):
         size = len(body) + STORE_OVERHEAD
         _check_allow(allow, size)
         now = self.clock()
-        st = Store()
-        customer = _intern(customer)
-        st.customer = customer
-        st.body = body
-        st.counter = counter
-        st.expiry = now + (self.default_ttl if ttl is None else ttl)
-        st.version = 1
-        st.lock = None
-        st.verified = True  # the caller minted its ID under this customer
-        if pending_name is None:
-            st.pending = None
-        else:
-            st.pending = (pending_name, now)
+        pending = None if pending_name is None else (pending_name, now)
+        # verified: the caller minted its ID under this customer
+        st = Store(customer, body, counter, now + (self.default_ttl if ttl is None else ttl), 1, None, pending)
+        if pending is not None:
             self._pending.add(sid)
         self._stores[sid] = st
-        self._account(customer, size)
+        self._account(st.customer, size)
         return size
 
     # --- reads -------------------------------------------------------------------------------------

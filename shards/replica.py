@@ -10,7 +10,6 @@ Replicated writes bypass memory limits (§6); every method keeps the engine's ru
 
 from __future__ import annotations
 
-from sys import intern as _intern
 from typing import TYPE_CHECKING
 
 from shards.store import STORE_OVERHEAD, Store
@@ -19,16 +18,24 @@ if TYPE_CHECKING:
     from shards.engine import StoreEngine
 
 
+def _record(sid: str, st: Store) -> list:
+    """The state record of one store (the first seven fields of a full record too)."""
+    c = st.counter
+    return [sid, st.customer, None if c is None else list(c), st.body, st.expiry, st.version,
+            None if st.pending is None else st.pending[0]]
+
+
+def _counter(c: list | None) -> tuple[int, int | None, int | None] | None:
+    """A record's counter (a msgpack list) as the engine's tuple."""
+    return None if c is None else (c[0], c[1], c[2])
+
+
 class ReplicaMixin:
 
     def state(self: StoreEngine, sid: str) -> list | None:
         """Replication record of a store's current state (after a local mutation)."""
         st = self._stores.get(sid)
-        if st is None:
-            return None
-        c = st.counter
-        return [sid, st.customer, None if c is None else list(c), st.body, st.expiry, st.version,
-                None if st.pending is None else st.pending[0]]
+        return None if st is None else _record(sid, st)
 
     def apply_put(self: StoreEngine, rec: list, create: bool) -> int:
         """Apply a replicated STORE_CREATE (``create``) or STORE_UPDATE; idempotent; returns growth.
@@ -43,19 +50,12 @@ class ReplicaMixin:
                 return 0
             growth = len(body) - len(st.body)
             st.body, st.expiry, st.version = body, expiry, version
-            st.counter = None if counter is None else (counter[0], counter[1], counter[2])
+            st.counter = _counter(counter)
             st.lock = None
             self._account(st.customer, growth)
             return growth
-        st = Store()
-        st.customer = _intern(customer)
-        st.body = body
-        st.counter = None if counter is None else (counter[0], counter[1], counter[2])
-        st.expiry = expiry
-        st.version = version
-        st.lock = None
-        st.pending = None
-        st.verified = True  # applied only after its ID opened under this customer (see ShardOps.apply)
+        # verified: applied only after its ID opened under this customer (see ShardOps.apply)
+        st = Store(customer, body, _counter(counter), expiry, version)
         if pending and create:
             st.pending = (pending, self.clock())
             self._pending.add(sid)
@@ -86,11 +86,8 @@ class ReplicaMixin:
         """Every store as a full record (join snapshot)."""
         out = []
         for sid, st in self._stores.items():
-            c = st.counter
             lock, pend = st.lock, st.pending
-            out.append([sid, st.customer, None if c is None else list(c), st.body, st.expiry, st.version,
-                        None if pend is None else pend[0],
-                        None if lock is None else lock[0], None if lock is None else lock[1],
+            out.append([*_record(sid, st), None if lock is None else lock[0], None if lock is None else lock[1],
                         None if pend is None else pend[1]])
         return out
 
@@ -106,15 +103,10 @@ class ReplicaMixin:
         added = 0
         for rec in records:
             sid, customer, counter, body, expiry, version, pending, lock_id, lock_exp, created = rec
-            st = Store()
-            st.customer = _intern(customer)
-            st.body = body
-            st.counter = None if counter is None else (counter[0], counter[1], counter[2])
-            st.expiry = expiry
-            st.version = version
-            st.lock = None if lock_id is None else (lock_id, lock_exp)
-            st.pending = None if pending is None else (pending, created)
-            st.verified = False  # join snapshots are not decrypted on load: the first request checks
+            # not verified: join snapshots are not decrypted on load, the first request checks
+            st = Store(customer, body, _counter(counter), expiry, version,
+                       None if lock_id is None else (lock_id, lock_exp),
+                       None if pending is None else (pending, created), verified=False)
             old = self._stores.get(sid)
             if old is not None:
                 self._remove(sid, old)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sys import intern
+
 STORE_OVERHEAD = 256  # bytes accounted per store on top of its body (§6)
 
 
@@ -29,6 +31,26 @@ class Store:
     lock: tuple[str, float] | None
     pending: tuple[str, float] | None
     verified: bool
+
+    def __init__(
+        self,
+        customer: str,
+        body: bytes,
+        counter: tuple[int, int | None, int | None] | None,
+        expiry: float,
+        version: int,
+        lock: tuple[str, float] | None = None,
+        pending: tuple[str, float] | None = None,
+        verified: bool = True,
+    ) -> None:
+        self.customer = intern(customer)  # one string object per customer, however many stores
+        self.body = body
+        self.counter = counter
+        self.expiry = expiry
+        self.version = version
+        self.lock = lock
+        self.pending = pending
+        self.verified = verified
 
     def __repr__(self) -> str:
         kind = "counter" if self.counter is not None else "blob"

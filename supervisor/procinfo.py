@@ -23,30 +23,36 @@ _MIN_INTERVAL = 0.5
 _MAX_PERCENT = 100.0 * (os.cpu_count() or 1)
 
 
+class _Sampled:
+    """One process and its last CPU figure (``cpu_percent`` measures since the previous call)."""
+
+    __slots__ = ("proc", "at", "percent")
+
+    def __init__(self, proc: psutil.Process) -> None:
+        proc.cpu_percent()  # the first call only primes the measurement
+        self.proc, self.at, self.percent = proc, time.monotonic(), 0.0
+
+    def cpu_percent(self) -> float:
+        now = time.monotonic()
+        if now - self.at >= _MIN_INTERVAL:
+            self.percent = min(max(self.proc.cpu_percent(), 0.0), _MAX_PERCENT)
+            self.at = now
+        return round(self.percent, 1)
+
+
 class ProcessReporter:
     def __init__(self, pool: ShardPool) -> None:
         self.pool = pool
-        self._procs: dict[int, psutil.Process] = {}
-        self._cpu: dict[int, tuple[float, float]] = {}  # pid -> (monotonic time sampled, percent)
+        self._procs: dict[int, _Sampled] = {}
 
-    def _proc(self, pid: int) -> psutil.Process | None:
+    def _proc(self, pid: int) -> _Sampled | None:
         p = self._procs.get(pid)
         if p is None:
             try:
-                p = self._procs[pid] = psutil.Process(pid)
-                p.cpu_percent()  # first call only primes the measurement
-                self._cpu[pid] = (time.monotonic(), 0.0)
+                p = self._procs[pid] = _Sampled(psutil.Process(pid))
             except psutil.Error:
                 return None
         return p
-
-    def _cpu_percent(self, pid: int, p: psutil.Process) -> float:
-        now = time.monotonic()
-        last, value = self._cpu.get(pid, (0.0, 0.0))
-        if now - last >= _MIN_INTERVAL:
-            value = min(max(p.cpu_percent(), 0.0), _MAX_PERCENT)
-            self._cpu[pid] = (now, value)
-        return round(value, 1)
 
     def report(self) -> list[dict[str, Any]]:
         """``[{pid, role, rss, cpu_percent}]`` for the supervisor and every live shard."""
@@ -58,14 +64,13 @@ class ProcessReporter:
             if p is None:
                 continue
             try:
-                with p.oneshot():
-                    out.append({"pid": pid, "role": role, "rss": p.memory_info().rss,
-                                "cpu_percent": self._cpu_percent(pid, p)})
+                with p.proc.oneshot():
+                    out.append({"pid": pid, "role": role, "rss": p.proc.memory_info().rss,
+                                "cpu_percent": p.cpu_percent()})
             except psutil.Error:
                 self._procs.pop(pid, None)
         live = {pid for pid, _ in wanted}
         for pid in list(self._procs):
             if pid not in live:
                 del self._procs[pid]
-                self._cpu.pop(pid, None)
         return out

@@ -19,32 +19,29 @@ class Disconnected(Exception):
     """The client went away while we were reading its body."""
 
 
+# header name → its position in Headers' raw values (names arrive lower-cased from uvicorn)
+_WANTED = {
+    b"x-customer-id": 0,
+    b"bigbunny-not-valid-after": 1,
+    b"bigbunny-lock-id": 2,
+    b"content-type": 3,
+    b"bigbunny-reuse-if-exists": 4,
+    b"x-bb-no-forward": 5,
+}
+
+
 class Headers:
     """The handful of request headers bbd reads; for repeated headers the first value counts."""
 
     __slots__ = ("customer", "ttl", "lock", "reuse", "content_type", "no_forward")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        customer = ttl = lock = reuse = content_type = no_forward = None
+        found: list[bytes | None] = [None] * len(_WANTED)
         for k, v in raw:
-            if k == b"x-customer-id":
-                if customer is None:
-                    customer = v
-            elif k == b"bigbunny-not-valid-after":
-                if ttl is None:
-                    ttl = v
-            elif k == b"bigbunny-lock-id":
-                if lock is None:
-                    lock = v
-            elif k == b"content-type":
-                if content_type is None:
-                    content_type = v
-            elif k == b"bigbunny-reuse-if-exists":
-                if reuse is None:
-                    reuse = v
-            elif k == b"x-bb-no-forward":
-                if no_forward is None:
-                    no_forward = v
+            i = _WANTED.get(k)
+            if i is not None and found[i] is None:
+                found[i] = v
+        customer, ttl, lock, content_type, reuse, no_forward = found
         self.customer: bytes | None = customer
         self.ttl: bytes | None = ttl
         self.lock: bytes | None = lock.strip(b" \t") if lock else lock
