@@ -159,3 +159,31 @@ def test_records_arriving_while_a_batch_is_applied_are_kept(monkeypatch: pytest.
         assert (applied, r.applied) == (["a", "b", "c"], 3)
 
     asyncio.run(run())
+
+
+def test_gathering_adapts_to_load(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle primary sends a record at once; a busy one gathers GATHER_BUSY worth of records."""
+    assert replication.gather_interval(1) == replication.FLUSH_DELAY
+    assert replication.gather_interval(replication.BUSY_BATCH) == replication.GATHER_BUSY > replication.FLUSH_DELAY
+
+    async def run() -> None:
+        sent: list[int] = []
+        s = Sender(fake_node(), lambda kind, epoch, fields: sent.append(len(fields[1])) or True)
+        s.reset("n1:1")
+        waits: list[float] = []
+        loop = asyncio.get_running_loop()
+        with monkeypatch.context() as m:  # the scheduled flush runs at once; we record the wait asked for
+            m.setattr(loop, "call_later", lambda delay, fn: waits.append(delay) or fn())
+            m.setattr(loop, "call_soon", lambda fn: waits.append(0.0) or fn())
+            s.enqueue(["U", None, "id"])  # idle: goes out at once
+            assert sent == [1] and waits == [0.0]
+            clock.t += 1.0
+            s._flush_scheduled = True  # a burst of writes within one loop turn joins one message
+            for _ in range(replication.BUSY_BATCH):
+                s.enqueue(["U", None, "id"])
+            s.flush()
+            assert sent == [1, replication.BUSY_BATCH]
+            s.enqueue(["U", None, "id"])  # right after a full message: wait out the busy interval
+            assert waits[-1] == pytest.approx(replication.GATHER_BUSY)
+
+    asyncio.run(run())
