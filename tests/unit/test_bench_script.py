@@ -109,3 +109,50 @@ def test_bench_cluster_args() -> None:
     p = subprocess.run([sys.executable, BENCH, "cluster", "--parts", "nope"], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 2 and "--parts" in p.stderr
+    p = subprocess.run([sys.executable, BENCH, "cluster", "--loadgen", "/nonexistent/loadgen"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 2 and "--loadgen" in p.stderr
+
+
+FAKE_LOADGEN = """#!{python}
+import json, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as f:
+    f.write(json.dumps(args) + "\\n")
+if args[0] == "prefill":
+    with open(args[args.index("-out") + 1], "w") as f:
+        f.write("blob\\tc\\tid\\n")
+else:
+    print(json.dumps({{"ops": 42, "ops_per_s": 84.0, "error_total": 0, "errors": {{}}, "window_s": 0.5,
+                      "lat_us": {{"p50": 10.0, "p90": 20.0, "p99": 30.0, "p999": 40.0, "max": 50.0}}}}))
+"""
+
+
+def test_bench_cluster_throughput_with_a_compiled_load_generator(tmp_path) -> None:
+    """--loadgen hands the throughput cells to an external generator (the yardstick's `loadgen` CLI):
+    prefill once per node for update, one `run` per cell against the right socket, its JSON mapped."""
+    log = tmp_path / "calls.jsonl"
+    fake = tmp_path / "loadgen"
+    fake.write_text(FAKE_LOADGEN.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    argv = [sys.executable, BENCH, "cluster", "--parts", "throughput", "--loadgen", str(fake), "--duration", "0.5",
+            "--warmup", "0.1", "--tp-conns", "3", "--stores", "20", "--json"]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=75, cwd=ROOT)
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
+    doc = json.loads(p.stdout)
+    assert doc["throughput_load_generator"] == str(fake)
+    (rnd,) = doc["rounds"]
+    cells = rnd["throughput"]
+    assert [(c["workload"], c["conns"]) for c in cells] == [("create", 3), ("update", 3)]
+    for c in cells:
+        assert c["pair"]["ops"] == c["single"]["ops"] == 42 and c["ratio"] == 1.0, c
+        assert c["pair"]["latency_us"]["p99"] == 30.0, c
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    prefills = [c for c in calls if c[0] == "prefill"]
+    runs = [c for c in calls if c[0] == "run"]
+    assert len(prefills) == 2 and len(runs) == 4, calls
+    socks = {c[c.index("-uds") + 1] for c in prefills}
+    assert socks == {c[c.index("-uds") + 1] for c in runs} and len(socks) == 2, calls  # pair primary + single
+    for c in runs:
+        assert c[c.index("-conns") + 1] == "3" and c[c.index("-duration") + 1] == "0.5s", c
+        assert ("-ids" in c) == (c[c.index("-workload") + 1] == "update"), c
