@@ -263,15 +263,13 @@ class ShardOps:
 
     def _apply_one(self, rec: list[Any], held_since: float) -> list[Any] | None:
         kind, shard_id, sid, customer = rec[0], rec[1], rec[2], rec[3]
-        if shard_of(sid, self.shards) != self.index:
+        try:
+            opened = self._open(sid, customer, shard_id is not None)
+        except ApiError as e:  # does not open here (or not on this shard): dropped
+            e.__traceback__ = None  # a shared singleton: don't let frames pile up
             return None
-        if shard_id is not None or not self.engine.verified_owner(sid, customer):
-            try:
-                opened = self.codec.open(sid, customer)[0]
-            except StoreIdError:
-                return None
-            if shard_id is not None and shard_id != opened:
-                return None
+        if shard_id is not None and shard_id != opened:
+            return None
         engine = self.engine
         if kind == "C" or kind == "U":
             return [engine.apply_put(rec[2:], kind == "C"), customer]
