@@ -95,6 +95,7 @@ def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any) -> None:
                 frame = sock.recv(zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 break
+            more = sock.get(zmq.EVENTS) & zmq.POLLIN  # not a recv ending in zmq.Again: ~10 µs when cold
             try:
                 for hdr, body in unpack(frame):
                     rhdr, rbody = handle(hdr, body)
@@ -102,5 +103,7 @@ def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any) -> None:
                     out_bodies.append(rbody)
             except (ValueError, TypeError, KeyError, IndexError) as e:  # malformed batch: drop it, keep serving
                 logging.getLogger("bbd.shard").error("dropping malformed batch: %s", e)
+            if not more:
+                break
         if out_hdrs:
             sock.send(pack(out_hdrs, out_bodies), copy=True)
