@@ -21,7 +21,6 @@ from shards.engine import StoreEngine
 
 Reply = tuple[Any, Any, bytes]
 Handler = Callable[[list[Any], bytes], Reply]
-_MINT_ATTEMPTS = 100_000
 
 # The error for each supervisor flag that fails a request at its step of the check order.
 _FLAG_ERRORS: dict[int, ApiError] = {
@@ -127,22 +126,18 @@ class ShardOps:
 
     # --- store ops -----------------------------------------------------------------------------
     def create(self, hdr: list[Any], body: bytes) -> Reply:
-        """``[rid, CREATE, "", cust, ttl, flags, None, allow, pending_name]`` → a = growth; body = new ID."""
-        customer, flags = hdr[3], hdr[5]
+        """``[rid, CREATE, sid, cust, ttl, flags, shard_id, allow, pending_name]`` → a = growth; body = the ID.
+
+        The supervisor minted ``sid`` for ``cust`` (``supervisor.minting``); an ID that does not hash to
+        this shard is refused, so a routing bug can never store what lookups would not find."""
+        sid, customer, flags = hdr[2], hdr[3], hdr[5]
         counter = counterjson.parse_counter_spec(body, bool(flags & wire.F_NAMED), bool(flags & wire.F_JSON))
-        sid, shard_id = self._mint(customer)
+        if not sid or shard_of(sid, self.shards) != self.index:
+            raise errors.INTERNAL
         _check(flags, wire.F_BARRIER)
         growth = self.engine.create(sid, customer, body, counter, hdr[4], hdr[8], self._allow(hdr))
-        self._put_record("C", shard_id, sid)
+        self._put_record("C", hdr[6], sid)
         return growth, None, sid.encode()
-
-    def _mint(self, customer: str) -> tuple[str, str]:
-        # Draw IDs until one lands on this shard: placement stays a pure function of the ID string.
-        for _ in range(_MINT_ATTEMPTS):
-            sid, shard_id, _ = self.codec.mint_parts(customer)
-            if shard_of(sid, self.shards) == self.index:
-                return sid, shard_id
-        raise errors.INTERNAL
 
     def snapshot(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, SNAPSHOT, sid, cust, ...]`` → a = TTL remaining, b = is_counter; body = bytes/JSON."""

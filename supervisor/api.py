@@ -172,9 +172,11 @@ class StoreApi:
         ttl = parse_ttl(h.ttl, True)
         if ttl is BAD_TTL:
             raise errors.INVALID_TTL
-        shard = self.node.next_shard()
+        sid, shard_id, shard = self.node.minter.mint(customer)
         allow = self.node.accounting.reserve(customer, len(body) + _OVERHEAD)
-        res = await self.call(shard, wire.OP_CREATE, "", customer, ttl, self.barrier_flag(), None, allow, None, body)
+        res = await self.call(
+            shard, wire.OP_CREATE, sid, customer, ttl, self.barrier_flag(), shard_id, allow, None, body
+        )
         self.node.accounting.apply(shard, customer, res[1])
         return await responses.send_ok(send, res[3], responses.TEXT, warn)
 

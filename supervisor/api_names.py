@@ -85,10 +85,10 @@ class NamesApi:
         entry = reg.reserve(customer, name)
         self._put(entry)
         flags = wire.F_NAMED | (wire.F_JSON if _is_json(h.content_type) else 0)
-        shard = self.node.next_shard()
+        new_sid, shard_id, shard = self.node.minter.mint(customer)
         allow = self.node.accounting.reserve(customer, len(body) + 256)
         try:
-            res = await self.api.call(shard, wire.OP_CREATE, "", customer, ttl, flags, None, allow, name, body)
+            res = await self.api.call(shard, wire.OP_CREATE, new_sid, customer, ttl, flags, shard_id, allow, name, body)
         except BaseException:
             self._remove(entry)  # abort the reservation
             raise

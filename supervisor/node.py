@@ -12,8 +12,10 @@ from typing import Any
 
 from bigbunny.config import Config
 from bigbunny.sharding import shard_of
+from bigbunny.storeid import StoreIdCodec
 from supervisor.accounting import Accounting
 from supervisor.channel import ShardChannel
+from supervisor.minting import Minter
 from supervisor.ratelimit import RateLimiter
 from supervisor.registry import Registry
 from supervisor.role import RoleState
@@ -32,7 +34,8 @@ class Node:
         self.registry = Registry()
         self.pool = ShardPool(cfg.shards, rundir, shard_settings(cfg), self.accounting.drop_shard)
         self.nshards = cfg.shards
-        self._rr = 0
+        codec = StoreIdCodec(cfg.keys, cfg.site, not cfg.disable_site_verification)
+        self.minter = Minter(codec, cfg.shards, lambda i: not self.pool.channels[i].closed)
         from supervisor.metrics import RequestStats
         from supervisor.procinfo import ProcessReporter
 
@@ -71,14 +74,6 @@ class Node:
 
     def shard_for(self, sid: str) -> int:
         return shard_of(sid, self.nshards)
-
-    def next_shard(self) -> int:
-        """Round-robin placement for new stores, skipping shards that are down."""
-        for _ in range(self.nshards):
-            self._rr = (self._rr + 1) % self.nshards
-            if not self.pool.channels[self._rr].closed:
-                return self._rr
-        return self._rr
 
 
 def shard_settings(cfg: Config) -> dict[str, Any]:

@@ -258,13 +258,9 @@ def test_limits_exact_under_concurrency(daemon_factory, limit_flag: str) -> None
 
 def test_in_flight_reservation_does_not_refuse_a_create_that_fits(daemon_factory) -> None:
     """Two 10-byte creates (266 bytes each) against --memory-limit=532 both fit in any order, also
-    concurrently. One is held in flight by stopping its shard; the other must still succeed."""
+    concurrently. One is held in flight by stopping its shard; the other must not be refused."""
     d = daemon_factory("--rate-limit=0", "--memory-limit=532")
-    c = d.client("inflight")
-    first = c.create(b"0123456789")  # placement is round-robin: the next create goes to the other shard
-    c.delete(first)
-    assert memory(d) == 0
-    stalled = d.status()["shards"][1 - shard_of(first, 2)]["pid"]
+    stalled = d.status()["shards"][1]["pid"]
     victim = psutil.Process(stalled)
     results: dict[int, Any] = {}
 
@@ -275,28 +271,43 @@ def test_in_flight_reservation_does_not_refuse_a_create_that_fits(daemon_factory
         except BBError as e:
             results[k] = e
 
+    def started(k: int) -> threading.Thread:
+        t = threading.Thread(target=create, args=(k,))
+        t.start()
+        return t
+
     os.kill(stalled, signal.SIGSTOP)
+    ts: list[threading.Thread] = []
     try:
         deadline = time.monotonic() + 5
         while victim.status() != psutil.STATUS_STOPPED:
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        ts = [threading.Thread(target=create, args=(k,)) for k in range(2)]
-        for t in ts:
-            t.start()
-        # Whichever the supervisor handled first went to the stopped shard and waits; the other one went
-        # to the live shard and answers at once.
-        deadline = time.monotonic() + 1.5  # well before the stopped shard is declared hung (≥ 2 s)
-        while not results:
-            assert time.monotonic() < deadline, "the create on the live shard did not answer"
-            time.sleep(0.005)
-        (prompt,) = results.values()
+        # A new store goes to the shard its minted ID hashes to: create until one lands on the stopped
+        # shard and stays in flight, holding its reservation (a create on the live shard answers at once).
+        for k in range(40):
+            ts.append(started(k))
+            ts[-1].join(0.3)  # a create on the live shard answers within milliseconds
+            if k not in results:
+                break
+            sid = results.pop(k)
+            assert isinstance(sid, str), sid
+            d.client(f"inflight-{k}").delete(sid)
+        else:
+            raise AssertionError("no create landed on the stopped shard")
+        assert memory(d) == 0
+        # Now a second create that fits: refusing it would be the bug. It answers at once if it lands
+        # on the live shard; if it lands on the stopped one too, it waits there beside the first.
+        second = k + 1
+        ts.append(started(second))
+        ts[-1].join(0.8)  # stopped well under 2 s in all: then the shard would be declared hung
+        if second in results:
+            assert not isinstance(results[second], BBError), f"refused while the limit had room: {results}"
     finally:
         os.kill(stalled, signal.SIGCONT)
     for t in ts:
         t.join(10)
-    assert not isinstance(prompt, BBError), f"refused while the limit had room for both: {prompt!r}"
-    assert all(isinstance(r, str) for r in results.values()), results
+    assert len(results) == 2 and all(isinstance(r, str) for r in results.values()), results
     assert memory(d) == 532
 
 

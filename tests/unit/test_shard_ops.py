@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from bigbunny import errors, wire
+from bigbunny.sharding import shard_of
 from bigbunny.storeid import KeySet, StoreIdCodec
 from shards.engine import StoreEngine
 from shards.ops import ShardOps
@@ -38,9 +39,11 @@ def call(ops: ShardOps, op: int, sid: str = "", customer: str = "c1", body: byte
 
 
 def create(ops: ShardOps, customer: str = "c1", body: bytes = b"hello") -> str:
-    reply = call(ops, wire.OP_CREATE, customer=customer, body=body)
+    sid, shard_id, _ = ops.codec.mint_parts(customer)  # as the supervisor does (supervisor.minting)
+    reply = call(ops, wire.OP_CREATE, sid, customer=customer, body=body, lock=shard_id)
     assert reply[1] == wire.OK
-    return reply[-1].decode()
+    assert reply[-1].decode() == sid
+    return sid
 
 
 def err(reply: list[Any]) -> errors.ApiError | None:
@@ -55,6 +58,15 @@ def test_a_store_minted_here_is_served_without_decrypting_its_id() -> None:
     call(ops, wire.OP_UPDATE, sid, body=b"again")
     assert call(ops, wire.OP_SNAPSHOT, sid)[-1] == b"again"
     assert codec.opens == 0
+
+
+def test_a_create_for_an_id_of_another_shard_is_refused() -> None:
+    codec = CountingCodec()
+    ops = ShardOps(0, 2, StoreEngine(lock_timeout=5), codec)
+    sid = next(s for s in (codec.mint("c1") for _ in range(100)) if shard_of(s, 2) == 1)
+    assert err(call(ops, wire.OP_CREATE, sid, body=b"x")) is errors.INTERNAL
+    assert err(call(ops, wire.OP_CREATE, "", body=b"x")) is errors.INTERNAL
+    assert ops.engine.count == 0
 
 
 def test_another_customer_still_gets_invalid_store_id() -> None:
