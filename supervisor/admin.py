@@ -147,7 +147,8 @@ def build_admin(node: Node) -> Starlette:
 
 
 class App:
-    """The ASGI app: ``/api/v1/*`` goes straight to the pure-ASGI handlers, the rest to Starlette."""
+    """The node's HTTP handlers: ``api`` answers ``/api/v1/*`` (called by the HTTP protocol directly,
+    without ASGI); the app itself is the ASGI app for every other path."""
 
     def __init__(self, node: Node) -> None:
         from supervisor.api import StoreApi
@@ -156,6 +157,4 @@ class App:
         self.admin = build_admin(node)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["raw_path"].startswith(b"/api/v1/"):
-            return await self.api(scope, receive, send)
         await self.admin(scope, receive, send)

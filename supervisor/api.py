@@ -1,33 +1,40 @@
-"""Pure-ASGI handlers for ``/api/v1/*``: the hot path (SPEC §2).
+"""The ``/api/v1/*`` handlers: the hot path (SPEC §2), without ASGI.
 
-The dispatcher does the steps the supervisor owns — route, method, customer (401/400), rate limit
-(429) — then each handler reads what it needs (body with the size limit, TTL header), reserves memory
-budget, and makes one call to the shard that owns the store. Supervisor state the shard must apply
-at a later step of the check order travels as flags (see ``bigbunny.wire``).
+``StoreApi.handle`` takes a request read whole by the HTTP protocol (``supervisor.httpproto``) or
+relayed by the peer (``supervisor.forwarding``) and does the steps the supervisor owns — route,
+method, customer (401/400), rate limit (429) — then the endpoint's handler reads what it needs (body
+size, TTL header), reserves memory budget and makes one call to the shard that owns the store.
+
+The store endpoints are plain functions: they submit the shard call with a continuation, and the
+channel's reader runs that continuation with the reply, which writes the answer — no task, no
+future, no extra loop turn per request. The named-store endpoints (``supervisor.api_names``) and
+relays to the primary, which await several steps, run as tasks. Supervisor state the shard must
+apply at a later step of the check order travels as flags (see ``bigbunny.wire``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from time import perf_counter
 from typing import Any
 
 from bigbunny import errors, wire
 from bigbunny.errors import ApiError
 from bigbunny.logs import Throttle
+from bigbunny.sharding import shard_of
 from bigbunny.storeid import CUSTOMER_RE
-from supervisor import responses
-from supervisor.channel import ShardDown
+from supervisor.channel import DOWN, ShardDown
 from supervisor.node import Node
-from supervisor.requests import BAD_TTL, Disconnected, Headers, decode_segment, parse_ttl, read_body
+from supervisor.requests import BAD_TTL, ApiRequest, decode_segment, parse_ttl
+from supervisor.responses import ALLOW_POST, DEGRADED, JSON, METHOD_NOT_ALLOWED, NONE, OCTETS, TEXT
 from supervisor.role import JOINING, PRIMARY
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Result = tuple[int, Any, Any, bytes]
-_ALLOW_POST = b"POST"
-DEGRADED = ((b"bigbunny-warning", b"DegradedWrite"),)
+Result = tuple[int, Any, Any, bytes, Any]
+# A store endpoint's continuation: (api, request, customer, shard, state, a, b, reply body).
+Done = Callable[["StoreApi", ApiRequest, str, int, Any, Any, Any, bytes], None]
+log = logging.getLogger("bbd.api")
 _limits_log = Throttle(logging.getLogger("bbd.limits"))
 _OP_NAMES = {wire.OP_CREATE: "create", wire.OP_COMPLETE: "complete-modify", wire.OP_UPDATE: "update",
              wire.OP_ADD: "counter change", wire.OP_DELETE: "delete"}
@@ -36,6 +43,7 @@ _OP_NAMES = {wire.OP_CREATE: "create", wire.OP_COMPLETE: "complete-modify", wire
 # a blob write by len(body); a counter write by the digits of one int64 value.
 _OVERHEAD = 256
 _COUNTER_GROWTH = 20
+_OK = wire.OK
 
 
 class StoreApi:
@@ -47,9 +55,12 @@ class StoreApi:
         self.node = node
         self.max_body = node.cfg.max_store_size
         self._customers: dict[bytes, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stats = node.stats
         names = NamesApi(self)
-        # segment -> (handler, takes a {param} segment, forwarded when not primary, metrics label)
-        self.routes: dict[bytes, tuple[Callable[..., Awaitable[None]], bool, bool, str]] = {
+        # segment -> (handler, takes a {param} segment, forwarded when not primary, metrics label).
+        # A handler returns None when it has answered or submitted its shard call, or a coroutine to run.
+        self.routes: dict[bytes, tuple[Callable[..., Any], bool, bool, str]] = {
             b"create": (self.create, False, True, "create"),
             b"snapshot": (self.snapshot, True, False, "snapshot"),
             b"begin-modify": (self.begin_modify, True, True, "begin-modify"),
@@ -65,49 +76,48 @@ class StoreApi:
         }
 
     # --- dispatch ----------------------------------------------------------------------------
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        name, slash, param = scope["raw_path"][8:].partition(b"/")
+    def handle(self, req: ApiRequest) -> None:
+        """Answer ``req`` (now, from a shard reply, or from a task); never raises."""
+        name, slash, param = req.path[8:].partition(b"/")
         route = self.routes.get(name)
         if route is None or slash != (b"/" if route[1] else b"") or b"/" in param or (route[1] and not param):
-            await responses.send_error(send, errors.PAGE_NOT_FOUND)
-            return  # an ASGI app returns None (uvicorn closes the connection on anything else)
-        if scope["method"] != "POST":
-            await responses.send_method_not_allowed(send, _ALLOW_POST)
+            req.out.error(req, errors.PAGE_NOT_FOUND)
             return
-        t0 = perf_counter()
-        status = 0
-        try:
-            status = await self._dispatch(scope, receive, send, route, param)
-        finally:
-            self.node.stats.observe(route[3], status, perf_counter() - t0)
-
-    async def _dispatch(self, scope: dict[str, Any], receive: Receive, send: Send, route: Any, param: bytes) -> int:
-        """Everything after routing; returns the status answered (0 if the client went away)."""
-        h = Headers(scope["headers"])
-        role = self.node.role
-        if role.role != PRIMARY and self.node.cluster is not None and (route[2] or role.role == JOINING):
-            return await self.node.cluster.forwarder.forward(scope, receive, send, h)  # §2.4: forward first
-        customer = self._customer(h.customer)
-        if customer.__class__ is ApiError:
-            return await responses.send_error(send, customer)
-        if not self.node.limiter.allow(customer):
+        if req.method != b"POST":
+            req.out.error(req, METHOD_NOT_ALLOWED, ALLOW_POST)
+            return
+        req.label = route[3]
+        req.t0 = perf_counter()
+        node = self.node
+        role = node.role.role
+        if role != PRIMARY and node.cluster is not None and (route[2] or role == JOINING):
+            self.spawn(req, self._forward(req))  # §2.4: forward first
+            return
+        customer = self._customers.get(req.wanted[0])  # type: ignore[arg-type]
+        if customer is None:
+            customer = self._customer(req.wanted[0])
+            if customer.__class__ is ApiError:
+                self.error(req, customer)
+                return
+        if not node.limiter.allow(customer):
             _limits_log.log(logging.INFO, f"rate:{customer}", "rate limit: refusing customer %s", customer)
-            return await responses.send_error(send, errors.RATE_LIMITED)
+            self.error(req, errors.RATE_LIMITED)
+            return
         try:
-            return await route[0](send, receive, h, customer, decode_segment(param))
+            coro = route[0](req, customer, decode_segment(param))
         except ApiError as e:
             e.__traceback__ = e.__context__ = None  # errors are shared singletons: don't let frames pile up
-            return await responses.send_error(send, e)
-        except ShardDown:
-            return await responses.send_error(send, errors.SHARD_UNAVAILABLE)
-        except Disconnected:
-            return 0
+            self.error(req, e)
+            return
+        except Exception:
+            log.exception("%s failed", req.label)
+            self.error(req, errors.INTERNAL)
+            return
+        if coro is not None:
+            self.spawn(req, coro)
 
     def _customer(self, raw: bytes | None) -> Any:
         """Validated customer string, or the ApiError to answer (§14: checked on entry)."""
-        c = self._customers.get(raw) if raw else None
-        if c is not None:
-            return c
         if raw:
             raw_key, raw = raw, raw.strip(b" \t")  # httptools keeps trailing OWS; HTTP says it is not the value
         if not raw:
@@ -120,7 +130,42 @@ class StoreApi:
         self._customers[raw_key] = text
         return text
 
-    # --- helpers -----------------------------------------------------------------------------
+    def spawn(self, req: ApiRequest, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a multi-step endpoint as a task; whatever it raises becomes its answer."""
+        task = asyncio.get_running_loop().create_task(self._run(req, coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, req: ApiRequest, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except ApiError as e:
+            e.__traceback__ = e.__context__ = None
+            self.error(req, e)
+        except ShardDown:
+            self.error(req, errors.SHARD_UNAVAILABLE)
+        except Exception:
+            log.exception("%s failed", req.label)
+            self.error(req, errors.INTERNAL)
+
+    async def _forward(self, req: ApiRequest) -> None:
+        status, headers, body = await self.node.cluster.forwarder.forward(req)
+        self.raw(req, status, headers, body)
+
+    # --- answers (each counted for /metrics) -----------------------------------------------
+    def ok(self, req: ApiRequest, body: bytes, ctype: bytes, extra: bytes = b"") -> None:
+        self._stats.observe(req.label, 200, perf_counter() - req.t0)
+        req.out.ok(req, body, ctype, extra)
+
+    def error(self, req: ApiRequest, err: ApiError) -> None:
+        self._stats.observe(req.label, err.status, perf_counter() - req.t0)
+        req.out.error(req, err)
+
+    def raw(self, req: ApiRequest, status: int, headers: list[Any], body: bytes) -> None:
+        self._stats.observe(req.label, status, perf_counter() - req.t0)
+        req.out.raw(req, status, headers, body)
+
+    # --- shard calls -------------------------------------------------------------------------
     def lock_flags(self) -> int:
         role = self.node.role
         return (wire.F_LOCK_UNKNOWN if role.lock_unknown_until and role.lock_unknown() else 0) | (
@@ -130,136 +175,178 @@ class StoreApi:
     def barrier_flag(self) -> int:
         return wire.F_BARRIER if self.node.role.barrier else 0
 
+    def submit(self, req: ApiRequest, customer: str, shard: int, done: Done, state: Any, op: int, sid: str,
+               ttl: Any = None, flags: int = 0, lock: str | None = None, allow: Any = None, extra: Any = None,
+               body: bytes = b"", cleanup: Callable[[str, Any], None] | None = None) -> None:
+        """One shard round trip whose reply runs ``done`` (on success) in the channel's reader, after
+        the reservation is released, refusals are counted and the mutation is handed to replication."""
+        node = self.node
+        node.inflight_calls += 1
+
+        def reply(err: int, a: Any, b: Any, rbody: bytes, record: Any) -> None:
+            node.inflight_calls -= 1
+            try:
+                if allow is not None:
+                    node.accounting.release(customer, allow)
+                if cleanup is not None:
+                    cleanup(customer, state)
+                if err != _OK:
+                    self.error(req, self._refusal(err, op, customer))
+                    return
+                if record is not None:
+                    node.replicate(record)
+                done(self, req, customer, shard, state, a, b, rbody)
+            except Exception:  # a bug must cost this request a 500, never leave it unanswered
+                log.exception("%s failed", req.label)
+                self.error(req, errors.INTERNAL)
+
+        node.channels[shard].submit(reply, op, sid, customer, ttl, flags, lock, allow, extra, body)
+
+    def _refusal(self, err: int, op: int, customer: str) -> ApiError:
+        if err == DOWN:
+            return errors.SHARD_UNAVAILABLE
+        e = errors.ERRORS[err]
+        if e.status == 507 or e is errors.TOMBSTONE_LIMIT:
+            self.node.accounting.count_rejection(e.code)
+            _limits_log.log(logging.WARNING, f"{e.code}:{customer}", "refused %s for customer %s: %s",
+                            _OP_NAMES.get(op, op), customer, e.code)
+        return e
+
     async def call(self, shard: int, op: int, sid: str, customer: str, ttl: Any = None, flags: int = 0,
                    lock: str | None = None, allow: Any = None, extra: Any = None, body: bytes = b"") -> Result:
-        """One shard round trip; applies reported growth and releases the reservation."""
+        """``submit`` for the multi-step endpoints: awaits the reply, raises its error."""
         node = self.node
-        acct = node.accounting
         node.inflight_calls += 1
         try:
             res = await node.channels[shard].call(op, sid, customer, ttl, flags, lock, allow, extra, body)
         finally:
             node.inflight_calls -= 1
             if allow is not None:
-                acct.release(customer, allow)
-        err = res[0]
-        if err != wire.OK:
-            e = errors.ERRORS[err]
-            if e.status == 507 or e is errors.TOMBSTONE_LIMIT:
-                acct.count_rejection(e.code)
-                _limits_log.log(logging.WARNING, f"{e.code}:{customer}", "refused %s for customer %s: %s",
-                                _OP_NAMES.get(op, op), customer, e.code)
-            raise e
+                node.accounting.release(customer, allow)
+        if res[0] != _OK:
+            raise self._refusal(res[0], op, customer)
         if res[4] is not None:
             node.replicate(res[4])
         return res
 
-    def ttl_and_flags(self, h: Headers, flags: int, creating: bool = False) -> tuple[Any, int]:
-        ttl = parse_ttl(h.ttl, creating)
+    def ttl_and_flags(self, req: ApiRequest, flags: int) -> tuple[Any, int]:
+        ttl = parse_ttl(req.wanted[1], False)
         if ttl is BAD_TTL:
             return None, flags | wire.F_BAD_TTL
         return ttl, flags
 
-    async def body(self, receive: Receive) -> tuple[bytes, bool]:
-        return await read_body(receive, self.max_body)
+    def warning(self) -> bytes:
+        """§2.12 DegradedWrite header, judged before this write replicates."""
+        return DEGRADED if self.node.degraded() else b""
 
     # --- endpoints ---------------------------------------------------------------------------
-    async def create(self, send: Send, receive: Receive, h: Headers, customer: str, _: str) -> int:
-        warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
-        body, too_large = await self.body(receive)
-        if too_large:
+    def create(self, req: ApiRequest, customer: str, _: str) -> None:
+        warn = self.warning()
+        if req.too_large:
             raise errors.BODY_TOO_LARGE
-        ttl = parse_ttl(h.ttl, True)
+        ttl = parse_ttl(req.wanted[1], True)
         if ttl is BAD_TTL:
             raise errors.INVALID_TTL
-        sid, shard_id, shard = self.node.minter.mint(customer)
-        allow = self.node.accounting.reserve(customer, len(body) + _OVERHEAD)
-        res = await self.call(
-            shard, wire.OP_CREATE, sid, customer, ttl, self.barrier_flag(), shard_id, allow, None, body
-        )
-        self.node.accounting.apply(shard, customer, res[1])
-        return await responses.send_ok(send, res[3], responses.TEXT, warn)
+        node = self.node
+        sid, shard_id, shard = node.minter.mint(customer)
+        allow = node.accounting.reserve(customer, len(req.body) + _OVERHEAD)
+        self.submit(req, customer, shard, _grown, (warn, TEXT), wire.OP_CREATE, sid, ttl, self.barrier_flag(),
+                    shard_id, allow, None, req.body)
 
-    async def snapshot(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
-        res = await self.call(self.node.shard_for(sid), wire.OP_SNAPSHOT, sid, customer)
-        return await responses.send_ok(
-            send,
-            res[3],
-            responses.JSON if res[2] else responses.OCTETS,
-            ((b"bigbunny-not-valid-after", str(res[1]).encode()),),
-        )
+    def snapshot(self, req: ApiRequest, customer: str, sid: str) -> None:
+        self.submit(req, customer, shard_of(sid, self.node.nshards), _snapshot, None, wire.OP_SNAPSHOT, sid)
 
-    async def begin_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
-        res = await self.call(self.node.shard_for(sid), wire.OP_BEGIN, sid, customer, None, self.lock_flags())
-        return await responses.send_ok(
-            send,
-            res[3],
-            responses.OCTETS,
-            ((b"bigbunny-lock-id", res[2].encode()), (b"bigbunny-not-valid-after", str(res[1]).encode())),
-        )
+    def begin_modify(self, req: ApiRequest, customer: str, sid: str) -> None:
+        self.submit(req, customer, shard_of(sid, self.node.nshards), _begun, None, wire.OP_BEGIN, sid, None,
+                    self.lock_flags())
 
-    async def complete_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
-        warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
-        if not h.lock:
+    def complete_modify(self, req: ApiRequest, customer: str, sid: str) -> None:
+        warn = self.warning()
+        lock = req.lock
+        if not lock:
             raise errors.MISSING_LOCK_ID
-        body, too_large = await self.body(receive)
-        ttl, flags = self.ttl_and_flags(h, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
-        shard = self.node.shard_for(sid)
-        allow = None if too_large else self.node.accounting.reserve(customer, len(body))
-        res = await self.call(
-            shard, wire.OP_COMPLETE, sid, customer, ttl, flags, h.lock.decode("latin-1"), allow, None, body
-        )
-        self.node.accounting.apply(shard, customer, res[1])
-        return await responses.send_ok(send, b"", None, warn)
+        too_large = req.too_large
+        ttl, flags = self.ttl_and_flags(req, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
+        allow = None if too_large else self.node.accounting.reserve(customer, len(req.body))
+        self.submit(req, customer, shard_of(sid, self.node.nshards), _grown, (warn, NONE), wire.OP_COMPLETE, sid,
+                    ttl, flags, lock.decode("latin-1"), allow, None, req.body)
 
-    async def cancel_modify(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
-        if not h.lock:
+    def cancel_modify(self, req: ApiRequest, customer: str, sid: str) -> None:
+        lock = req.lock
+        if not lock:
             raise errors.MISSING_LOCK_ID
-        await self.call(
-            self.node.shard_for(sid), wire.OP_CANCEL, sid, customer, None, self.lock_flags(), h.lock.decode("latin-1")
-        )
-        return await responses.send_ok(send, b"", None)
+        self.submit(req, customer, shard_of(sid, self.node.nshards), _grown, (b"", NONE), wire.OP_CANCEL, sid, None,
+                    self.lock_flags(), lock.decode("latin-1"))
 
-    async def update(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
-        warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
-        body, too_large = await self.body(receive)
-        ttl, flags = self.ttl_and_flags(h, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
-        shard = self.node.shard_for(sid)
-        allow = None if too_large else self.node.accounting.reserve(customer, max(len(body), _COUNTER_GROWTH))
-        res = await self.call(shard, wire.OP_UPDATE, sid, customer, ttl, flags, None, allow, None, body)
-        self.node.accounting.apply(shard, customer, res[1])
-        return await responses.send_ok(send, b"", None, warn)
+    def update(self, req: ApiRequest, customer: str, sid: str) -> None:
+        warn = self.warning()
+        too_large = req.too_large
+        ttl, flags = self.ttl_and_flags(req, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
+        allow = None if too_large else self.node.accounting.reserve(customer, max(len(req.body), _COUNTER_GROWTH))
+        self.submit(req, customer, shard_of(sid, self.node.nshards), _grown, (warn, NONE), wire.OP_UPDATE, sid, ttl,
+                    flags, None, allow, None, req.body)
 
-    async def increment(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
-        return await self._add(send, receive, h, customer, sid, 0)
+    def increment(self, req: ApiRequest, customer: str, sid: str) -> None:
+        self._add(req, customer, sid, 0)
 
-    async def decrement(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
-        return await self._add(send, receive, h, customer, sid, wire.F_DECREMENT)
+    def decrement(self, req: ApiRequest, customer: str, sid: str) -> None:
+        self._add(req, customer, sid, wire.F_DECREMENT)
 
-    async def _add(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str, flags: int) -> int:
-        warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
+    def _add(self, req: ApiRequest, customer: str, sid: str, flags: int) -> None:
+        warn = self.warning()
         sid = sid.strip()
         if not sid:
             raise errors.MISSING_STORE_ID
-        body, too_large = await self.body(receive)
+        too_large = req.too_large
         # §13 fix 15: counter mutations are refused in the lock-state-unknown window too.
-        ttl, flags = self.ttl_and_flags(h, flags | self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
-        shard = self.node.shard_for(sid)
+        ttl, flags = self.ttl_and_flags(req, flags | self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
         allow = None if too_large else self.node.accounting.reserve(customer, _COUNTER_GROWTH)
-        res = await self.call(shard, wire.OP_ADD, sid, customer, ttl, flags, None, allow, None, body)
-        self.node.accounting.apply(shard, customer, res[1])
-        return await responses.send_ok(send, res[3], responses.JSON, warn)
+        self.submit(req, customer, shard_of(sid, self.node.nshards), _grown, (warn, JSON), wire.OP_ADD, sid, ttl,
+                    flags, None, allow, None, req.body)
 
-    async def delete(self, send: Send, receive: Receive, h: Headers, customer: str, sid: str) -> int:
-        warn = DEGRADED if self.node.degraded() else ()  # judged before this write replicates
+    def delete(self, req: ApiRequest, customer: str, sid: str) -> None:
+        warn = self.warning()
         tombs = self.node.tombstones
         admitted = tombs.admit(sid, customer)
         flags = self.barrier_flag() | (wire.F_NO_TOMBSTONE if admitted is False else 0)
-        shard = self.node.shard_for(sid)
-        try:
-            res = await self.call(shard, wire.OP_DELETE, sid, customer, None, flags)
-        finally:
-            tombs.finish(customer, admitted)
-        tombs.add(sid, customer)
-        self.node.accounting.apply(shard, customer, res[1])
-        return await responses.send_ok(send, b"", None, warn)
+        self.submit(req, customer, shard_of(sid, self.node.nshards), _deleted, (warn, sid, admitted),
+                    wire.OP_DELETE, sid, None, flags, cleanup=_finish_tombstone(tombs))
+
+
+# --- continuations: run in the channel's reader with a successful reply ----------------------------
+def _snapshot(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,
+              body: bytes) -> None:
+    # a = TTL remaining, b = is a counter
+    api.ok(req, body, JSON if b else OCTETS, b"bigbunny-not-valid-after: " + str(a).encode() + b"\r\n")
+
+
+def _begun(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,
+           body: bytes) -> None:
+    # a = TTL remaining, b = lock ID
+    api.ok(req, body, OCTETS,
+           b"bigbunny-lock-id: " + b.encode() + b"\r\nbigbunny-not-valid-after: " + str(a).encode() + b"\r\n")
+
+
+def _grown(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,
+           body: bytes) -> None:
+    # a = growth of the store (None when the op cannot grow it); state = (warning, content type)
+    if a:
+        api.node.accounting.apply(shard, customer, a)
+    api.ok(req, body, state[1], state[0])
+
+
+def _deleted(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,
+             body: bytes) -> None:
+    warn, sid, _ = state
+    api.node.tombstones.add(sid, customer)
+    if a:
+        api.node.accounting.apply(shard, customer, a)
+    api.ok(req, b"", NONE, warn)
+
+
+def _finish_tombstone(tombs: Any) -> Callable[[str, Any], None]:
+    def finish(customer: str, state: Any) -> None:
+        tombs.finish(customer, state[2])
+
+    return finish
+

@@ -11,14 +11,12 @@ import time
 from typing import TYPE_CHECKING
 
 from bigbunny import errors, wire
-from supervisor import responses
 from supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record, entry_record, valid_name
-from supervisor.requests import BAD_TTL, Headers, parse_ttl
+from supervisor.requests import BAD_TTL, ApiRequest, parse_ttl
+from supervisor.responses import NONE, TEXT
 
 if TYPE_CHECKING:
-    from supervisor.api import Receive, Send, StoreApi
-
-DEGRADED = ((b"bigbunny-warning", b"DegradedWrite"),)
+    from supervisor.api import StoreApi
 
 DEFAULT_TTL = 1_209_600
 
@@ -62,29 +60,30 @@ class NamesApi:
         self.node.registry.remove(entry)
         self.node.replicate(delete_record(entry), registry=True)
 
-    async def create_by_name(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> int:
+    async def create_by_name(self, req: ApiRequest, customer: str, param: str) -> None:
         name = _name(param)
         reg = self.node.registry
         entry = reg.get(customer, name)
-        if entry is not None and entry.state == ACTIVE and h.reuse:
+        reuse = req.reuse
+        if entry is not None and entry.state == ACTIVE and reuse:
             alive = await self._alive(entry.store_id)
             if alive and reg.get(customer, name) is entry and entry.state == ACTIVE:
-                return await responses.send_ok(send, entry.store_id.encode(), responses.TEXT)
+                return self.api.ok(req, entry.store_id.encode(), TEXT)
             if reg.get(customer, name) is entry and entry.state == ACTIVE:
                 self._remove(entry)  # §13 fix 7: an expired target is free; create anew
-        body, too_large = await self.api.body(receive)
-        if too_large:
+        if req.too_large:
             raise errors.BODY_TOO_LARGE
-        ttl = parse_ttl(h.ttl, True)
+        body = req.body
+        ttl = parse_ttl(req.ttl, True)
         if ttl is BAD_TTL:
             raise errors.INVALID_TTL
         if self.node.role.barrier:
             raise errors.JOIN_SYNCING
-        self._check_free(reg.get(customer, name), h.reuse)  # §2.4: the reservation step comes last
-        warn = DEGRADED if self.node.degraded() else ()  # §13 fix 17: named writes report it too
+        self._check_free(reg.get(customer, name), reuse)  # §2.4: the reservation step comes last
+        warn = self.api.warning()  # §13 fix 17: named writes report it too
         entry = reg.reserve(customer, name)
         self._put(entry)
-        flags = wire.F_NAMED | (wire.F_JSON if _is_json(h.content_type) else 0)
+        flags = wire.F_NAMED | (wire.F_JSON if _is_json(req.content_type) else 0)
         new_sid, shard_id, shard = self.node.minter.mint(customer)
         allow = self.node.accounting.reserve(customer, len(body) + 256)
         try:
@@ -99,7 +98,7 @@ class NamesApi:
             raise errors.NAME_CREATING  # another request took the name over meanwhile
         self._put(entry)
         await self.api.call(shard, wire.OP_CLEAR_PENDING, sid, "")
-        return await responses.send_ok(send, res[3], responses.TEXT, warn)
+        return self.api.ok(req, res[3], TEXT, warn)
 
     def _check_free(self, entry: NameEntry | None, reuse: bool) -> None:
         if entry is None:
@@ -112,7 +111,7 @@ class NamesApi:
             return  # a stale reservation is taken over
         raise errors.NAME_DELETING
 
-    async def lookup(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> int:
+    async def lookup(self, req: ApiRequest, customer: str, param: str) -> None:
         name = _name(param)
         reg = self.node.registry
         entry = reg.get(customer, name)
@@ -123,24 +122,24 @@ class NamesApi:
         if entry.state == DELETING:
             raise errors.NAME_DELETING
         if await self._alive(entry.store_id):
-            return await responses.send_ok(send, entry.store_id.encode(), responses.TEXT)
+            return self.api.ok(req, entry.store_id.encode(), TEXT)
         # §13 fix 9: only the primary cleans up, and not while a join snapshot is being taken.
         role = self.node.role
         if role.is_primary and not role.barrier and reg.get(customer, name) is entry and entry.state == ACTIVE:
             self._remove(entry)
         raise errors.NOT_FOUND_NAME
 
-    async def delete_by_name(self, send: Send, receive: Receive, h: Headers, customer: str, param: str) -> int:
+    async def delete_by_name(self, req: ApiRequest, customer: str, param: str) -> None:
         name = _name(param)
         reg = self.node.registry
         entry = reg.get(customer, name)
         if entry is None:
-            return await responses.send_ok(send, b"", None)  # §14: idempotent
+            return self.api.ok(req, b"", NONE)  # §14: idempotent
         if entry.state == CREATING:
             raise errors.NAME_CREATING
         if self.node.role.barrier:
             raise errors.JOIN_SYNCING
-        warn = DEGRADED if self.node.degraded() else ()
+        warn = self.api.warning()
         reg.set_state(entry, DELETING)
         self._put(entry)
         sid = entry.store_id
@@ -156,4 +155,4 @@ class NamesApi:
         finally:
             tombs.finish(customer, admitted)
         self._remove(entry)
-        return await responses.send_ok(send, b"", None, warn)
+        return self.api.ok(req, b"", NONE, warn)

@@ -5,9 +5,13 @@ shard binds) → ``up`` after the first answered ping → ``close`` when the sha
 (every waiting future fails with ``StoreUnavailable``). A channel is never reused across shard
 generations, so a late reply from a dead shard can never resolve a new request.
 
-Hot path: ``call`` appends the request to the outgoing batch and schedules one flush per loop turn;
-the socket FD is edge-triggered, so after every send and wake-up the socket is drained until
-``ZMQ_EVENTS`` shows no more input.
+Hot path: ``submit`` registers a callback under a fresh request id and appends the request to the
+outgoing batch. A request that finds nothing in flight on the channel is sent at once (an idle node
+answers in one round trip); otherwise one flush is scheduled for the end of the loop turn, so every
+request parsed in that turn shares one ZeroMQ send. The socket FD is edge-triggered, so after every
+send and wake-up the socket is drained until ``ZMQ_EVENTS`` shows no more input, and each reply's
+callback runs right there in the reader: no future, no task, no extra loop turn. ``call`` wraps
+``submit`` in a future for the code paths that await (pings, names, admin, join, replication).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -23,12 +28,13 @@ from bigbunny import errors, wire
 
 log = logging.getLogger("bbd.channel")
 Result = tuple[int, Any, Any, bytes, Any]  # (err, a, b, body, replication record or None)
+# A reply callback: ``cb(err, a, b, body, record)``; ``err`` is ``DOWN`` when the shard went away.
+Callback = Callable[[int, Any, Any, bytes, Any], None]
+DOWN = -2  # not a wire code: the request was failed locally because the shard is not serving
 
-
-# Loop turns a batch waits before it is sent: requests parsed in those turns join it, so one ZeroMQ
-# send (which wakes ZeroMQ's I/O thread, ~15 µs) serves several requests. Measured on 2 cores,
-# snapshot C=64: 1 turn → 3.5 requests/batch, 46 µs supervisor CPU/request; 3 turns → ~6, 35-39 µs.
-FLUSH_AFTER_TURNS = 3
+# Loop turns a batch waits before it is sent while other requests are in flight: requests parsed in
+# those turns join it, so one ZeroMQ send (which wakes ZeroMQ's I/O thread) serves several requests.
+FLUSH_AFTER_TURNS = 1
 STALE_AFTER = 5.0
 
 
@@ -47,7 +53,7 @@ class ShardChannel:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 10)  # the shard binds a few ms after spawn: retry fast
         self.sock.connect(endpoint)
         self.fd = self.sock.getsockopt(zmq.FD)
-        self.pending: dict[int, asyncio.Future[Result]] = {}
+        self.pending: dict[int, Callback] = {}
         self.hdrs: list[tuple[Any, ...]] = []
         self.bodies: list[bytes] = []
         self.flush_scheduled = False
@@ -55,6 +61,37 @@ class ShardChannel:
         self.closed = False
         self._rid = itertools.count(1).__next__
         loop.add_reader(self.fd, self._drain)
+
+    def submit(
+        self,
+        cb: Callback,
+        op: int,
+        sid: str = "",
+        customer: str = "",
+        ttl: int | None = None,
+        flags: int = 0,
+        lock: str | None = None,
+        allow: Any = None,
+        extra: Any = None,
+        body: bytes = b"",
+    ) -> None:
+        """Queue one request; ``cb`` runs in the reader with the reply (or ``DOWN``)."""
+        if self.closed:
+            cb(DOWN, None, None, b"", None)
+            return
+        rid = self._rid()
+        idle = not self.pending
+        self.pending[rid] = cb
+        self.hdrs.append((rid, op, sid, customer, ttl, flags, lock, allow, extra))
+        self.bodies.append(body)
+        if idle:  # nothing in flight: nobody to batch with, send now
+            self._flush()
+        elif not self.flush_scheduled:
+            self.flush_scheduled = True
+            if FLUSH_AFTER_TURNS == 1:
+                self.loop.call_soon(self._flush)
+            else:
+                self.loop.call_soon(self._flush_later, FLUSH_AFTER_TURNS)
 
     def call(
         self,
@@ -68,18 +105,18 @@ class ShardChannel:
         extra: Any = None,
         body: bytes = b"",
     ) -> asyncio.Future[Result]:
-        """Queue one request; the future resolves to ``(err, a, b, body)``."""
+        """``submit`` as a future resolving to ``(err, a, b, body, record)``; fails with ``ShardDown``."""
         fut = self.loop.create_future()
-        if self.closed:
-            fut.set_exception(ShardDown())
-            return fut
-        rid = self._rid()
-        self.pending[rid] = fut
-        self.hdrs.append((rid, op, sid, customer, ttl, flags, lock, allow, extra))
-        self.bodies.append(body)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self._flush_later, FLUSH_AFTER_TURNS)
+
+        def done(err: int, a: Any, b: Any, rbody: bytes, record: Any) -> None:
+            if fut.done():
+                return
+            if err == DOWN:
+                fut.set_exception(ShardDown())
+            else:
+                fut.set_result((err, a, b, rbody, record))
+
+        self.submit(done, op, sid, customer, ttl, flags, lock, allow, extra, body)
         return fut
 
     def _flush_later(self, turns: int) -> None:
@@ -99,7 +136,7 @@ class ShardChannel:
         except (ValueError, TypeError, OverflowError) as e:  # a bug must fail its requests, not wedge the channel
             log.error("cannot encode a batch for %s: %s", self.endpoint, e)
             for h in hdrs:
-                self._fail(h[0], errors.INTERNAL)
+                self._fail(h[0], _INTERNAL)
             return
         try:
             self.sock.send(frame, zmq.NOBLOCK, copy=True)
@@ -121,17 +158,17 @@ class ShardChannel:
             log.error("poll of %s failed: %s", self.endpoint, e)
             self.close()
 
-    def _fail(self, rid: int, exc: BaseException) -> None:
-        fut = self.pending.pop(rid, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(exc)
+    def _fail(self, rid: int, err: int) -> None:
+        cb = self.pending.pop(rid, None)
+        if cb is not None:
+            _run(cb, err, None, None, b"", None)
 
     def expire_stale(self) -> int:
         """Fail requests that were already pending at the previous call (≥ ``STALE_AFTER`` apart):
         a shard that answers pings but lost a request must not leave its client waiting forever."""
         stale = [rid for rid in self._seen if rid in self.pending]
         for rid in stale:
-            self._fail(rid, ShardDown())
+            self._fail(rid, DOWN)
         self._seen = set(self.pending)
         return len(stale)
 
@@ -143,9 +180,12 @@ class ShardChannel:
         try:
             while not self.closed:
                 for hdr, body in wire.unpack(sock.recv(zmq.NOBLOCK, copy=True)):
-                    fut = pending.pop(hdr[0], None)
-                    if fut is not None and not fut.done():
-                        fut.set_result((hdr[1], hdr[2], hdr[3], body, hdr[4] if len(hdr) > 4 else None))
+                    cb = pending.pop(hdr[0], None)
+                    if cb is not None:
+                        try:
+                            cb(hdr[1], hdr[2], hdr[3], body, hdr[4] if len(hdr) > 4 else None)
+                        except Exception:  # a bug in one request's continuation must not starve the rest
+                            log.exception("reply handler failed")
                 if not sock.get(zmq.EVENTS) & zmq.POLLIN:
                     return
         except zmq.Again:
@@ -165,7 +205,16 @@ class ShardChannel:
             pass
         self.sock.close(0)
         pending, self.pending = self.pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(ShardDown())
         self.hdrs, self.bodies = [], []
+        for cb in pending.values():
+            _run(cb, DOWN, None, None, b"", None)
+
+
+_INTERNAL = errors.ERRORS.index(errors.INTERNAL)
+
+
+def _run(cb: Callback, err: int, a: Any, b: Any, body: bytes, record: Any) -> None:
+    try:
+        cb(err, a, b, body, record)
+    except Exception:  # noqa: BLE001 - failing one request must go on to the next
+        log.exception("reply handler failed")

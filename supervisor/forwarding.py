@@ -16,12 +16,12 @@ import itertools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from bigbunny import errors
 from bigbunny.errors import ApiError
-from supervisor import peerlink, responses
-from supervisor.requests import Disconnected, Headers
+from supervisor import peerlink
+from supervisor.requests import ApiRequest, pick_headers
+from supervisor.responses import Capture
 from supervisor.role import JOINING
 
 if TYPE_CHECKING:
@@ -38,45 +38,40 @@ class Forwarder:
     def __init__(self, node: Node, cluster: Cluster) -> None:
         self.node = node
         self.cluster = cluster
-        self.app: Any = None  # the node's ASGI app, set once it exists
+        self.api: Any = None  # the node's StoreApi, set once it exists
         self.pending: dict[int, asyncio.Future[list[Any]]] = {}
         self._ids = itertools.count(1)
         self.relayed_out = 0
         self.relayed_in = 0
 
     # --- non-primary side ------------------------------------------------------------------------
-    async def forward(self, scope: dict[str, Any], receive: Any, send: Any, h: Headers) -> int:
-        """Relay one request; returns the status answered (0 if the client went away)."""
-        if scope.get("bbd.relayed") or h.no_forward:
-            return await responses.send_error(send, errors.NOT_PRIMARY_NO_FORWARD)
+    async def forward(self, req: ApiRequest) -> tuple[int, list[Any], bytes]:
+        """Relay one request; returns the primary's ``(status, headers, body)`` or raises the ApiError
+        to answer instead."""
+        if req.relayed or req.no_forward:
+            raise errors.NOT_PRIMARY_NO_FORWARD
         cl = self.cluster
         now = time.monotonic()
         reachable = cl.peer_seen is not None and now - cl.peer_seen <= PEER_SILENT_AFTER
         if cl.leader is None or cl.leader == self.node.cfg.host_id or not reachable:
-            err = errors.STORE_UNAVAILABLE if self.node.role.role == JOINING else errors.LEADER_UNKNOWN
-            return await responses.send_error(send, err)
-        try:
-            body = await _read_all(receive, self.node.cfg.max_store_size + 1)
-        except Disconnected:
-            return 0
+            raise errors.STORE_UNAVAILABLE if self.node.role.role == JOINING else errors.LEADER_UNKNOWN
+        body = req.body  # over the limit it was cut to limit + 1 bytes: the primary still answers 413
         corr = next(self._ids)
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.pending[corr] = fut
-        headers = [[k, v] for k, v in scope["headers"]]
+        headers = [[k, v] for k, v in req.headers]
         try:
-            if not cl.send(peerlink.RELAY, [corr, scope["method"], scope["raw_path"], headers], body):
-                return await responses.send_error(send, FORWARDING_FAILED)
+            if not cl.send(peerlink.RELAY, [corr, req.method.decode("latin-1"), req.path, headers], body):
+                raise FORWARDING_FAILED
             self.relayed_out += 1
             try:
                 reply = await asyncio.wait_for(fut, RELAY_TIMEOUT)
             except (TimeoutError, asyncio.CancelledError):
-                return await responses.send_error(send, FORWARDING_FAILED)
+                raise FORWARDING_FAILED from None
         finally:
             self.pending.pop(corr, None)
         status, rheaders, rbody = reply
-        await send({"type": "http.response.start", "status": status, "headers": [(k, v) for k, v in rheaders]})
-        await send({"type": "http.response.body", "body": rbody})
-        return int(status)
+        return int(status), rheaders, rbody
 
     def on_relay_reply(self, hdr: list[Any], body: bytes) -> None:
         corr, status, headers = hdr[5], hdr[6], hdr[7]
@@ -96,59 +91,25 @@ class Forwarder:
         asyncio.get_running_loop().create_task(self._serve(corr, method, raw_path, headers, body))
 
     async def _serve(self, corr: int, method: str, raw_path: bytes, headers: list[list[bytes]], body: bytes) -> None:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": unquote(raw_path.decode("latin-1")),
-            "raw_path": raw_path,
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(bytes(k), bytes(v)) for k, v in headers],
-            "client": None,
-            "server": None,
-            "state": {},
-            "bbd.relayed": True,
-        }
+        """Answer a relayed request through this node's own API handlers; the answer goes back once."""
         sent = False
 
-        async def receive() -> dict[str, Any]:
+        def deliver(status: int, rheaders: list[tuple[bytes, bytes]], rbody: bytes) -> None:
             nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            if not sent:
+                sent = True
+                self.cluster.send(peerlink.RELAY_REPLY, [corr, status, [[k, v] for k, v in rheaders]], rbody)
 
-        out: dict[str, Any] = {"status": 500, "headers": [], "body": []}
-
-        async def capture(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                out["status"] = message["status"]
-                out["headers"] = [[k, v] for k, v in message.get("headers", [])]
-            elif message["type"] == "http.response.body":
-                out["body"].append(message.get("body", b""))
-
+        out = Capture(deliver)
+        raw = [(bytes(k), bytes(v)) for k, v in headers]
+        limit = self.node.cfg.max_store_size
+        req = ApiRequest(method.encode("latin-1"), bytes(raw_path), raw, pick_headers(raw), body, len(body) > limit,
+                         out, relayed=True)
+        if not req.path.startswith(b"/api/v1/"):
+            out.error(req, errors.PAGE_NOT_FOUND)
+            return
         try:
-            await self.app(scope, receive, capture)
+            self.api.handle(req)
         except Exception:  # noqa: BLE001 - a relayed request must always get an answer
             log.exception("relayed request failed")
-            out = {"status": 500, "body": [b"internal error\n"], "headers": [
-                [b"content-type", b"text/plain; charset=utf-8"], [b"x-content-type-options", b"nosniff"]]}
-        self.cluster.send(peerlink.RELAY_REPLY, [corr, out["status"], out["headers"]], b"".join(out["body"]))
-
-
-async def _read_all(receive: Any, cap: int) -> bytes:
-    """The request body, up to ``cap`` bytes (the primary applies the real size limit)."""
-    chunks, size = [], 0
-    while True:
-        msg = await receive()
-        if msg["type"] != "http.request":
-            raise Disconnected
-        chunk = msg.get("body", b"")
-        if size < cap:
-            chunks.append(chunk[: cap - size])
-        size += len(chunk)
-        if not msg.get("more_body", False):
-            return b"".join(chunks)
+            out.error(req, errors.INTERNAL)

@@ -119,14 +119,14 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
         from supervisor.cluster import Cluster
 
         node.cluster = Cluster(node)
-        node.cluster.forwarder.app = app
+        node.cluster.forwarder.api = app.api
         node.cluster.start()  # binds --tcp now: a bad address fails start-up
     else:
         node.role.start_primary()  # a single node is PRIMARY at epoch 1
     limits = HttpLimits(
         cfg.http_max_header_bytes, cfg.http_read_header_timeout, cfg.http_read_timeout, cfg.http_write_timeout
     )
-    server = make_server(app, limits, cfg.http_idle_timeout, DRAIN_TIMEOUT)
+    server = make_server(app, limits, cfg.http_idle_timeout, DRAIN_TIMEOUT, cfg.max_store_size)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     for sig in _early_signals:  # a signal that arrived during start-up stops us now

@@ -1,13 +1,11 @@
-"""Parsing of the request parts the supervisor owns: path segment, headers, TTL, body."""
+"""The request as the API handlers see it, and parsing of the parts the supervisor owns: path segment,
+headers, TTL."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
-
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 MAX_TTL = 9_223_372_036  # beyond this the reference's TTL × 10⁹ ns wraps int64 (§13 fix 8: refuse)
 BAD_TTL = object()  # sentinel: the header parsed but its value is refused
@@ -15,12 +13,8 @@ _INT_RE = re.compile(rb"[+-]?[0-9]+")
 _TRUE = {b"1", b"true", b"yes", b"y", b"on"}
 
 
-class Disconnected(Exception):
-    """The client went away while we were reading its body."""
-
-
-# header name → its position in Headers' raw values (names arrive lower-cased from uvicorn)
-_WANTED = {
+# header name → its position in ``ApiRequest.wanted`` (names arrive lower-cased from the parser)
+WANTED = {
     b"x-customer-id": 0,
     b"bigbunny-not-valid-after": 1,
     b"bigbunny-lock-id": 2,
@@ -30,24 +24,73 @@ _WANTED = {
 }
 
 
-class Headers:
-    """The handful of request headers bbd reads; for repeated headers the first value counts."""
+def pick_headers(raw: list[tuple[bytes, bytes]]) -> list[bytes | None]:
+    """The values of the ``WANTED`` headers in ``raw``; for a repeated header the first counts."""
+    found: list[bytes | None] = [None] * len(WANTED)
+    for k, v in raw:
+        i = WANTED.get(k)
+        if i is not None and found[i] is None:
+            found[i] = v
+    return found
 
-    __slots__ = ("customer", "ttl", "lock", "reuse", "content_type", "no_forward")
 
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        found: list[bytes | None] = [None] * len(_WANTED)
-        for k, v in raw:
-            i = _WANTED.get(k)
-            if i is not None and found[i] is None:
-                found[i] = v
-        customer, ttl, lock, content_type, reuse, no_forward = found
-        self.customer: bytes | None = customer
-        self.ttl: bytes | None = ttl
-        self.lock: bytes | None = lock.strip(b" \t") if lock else lock
-        self.reuse = reuse is not None and reuse.strip().lower() in _TRUE
-        self.content_type: bytes | None = content_type
-        self.no_forward = no_forward is not None and no_forward.strip().lower() == b"true"
+class Responder(Protocol):
+    """Where a request's answer goes: a client connection, or the capture of a relayed request."""
+
+    def ok(self, req: ApiRequest, body: bytes, ctype: bytes, extra: bytes) -> None: ...
+
+    def error(self, req: ApiRequest, err: Any, extra: bytes = b"") -> None: ...
+
+    def raw(self, req: ApiRequest, status: int, headers: list[Any], body: bytes) -> None: ...
+
+
+class ApiRequest:
+    """One ``/api/v1`` request, read whole: ``body`` ≤ ``--max-store-size``, else ``too_large`` (and ``body``
+    cut to the limit + 1 bytes). ``out`` takes its one answer."""
+
+    __slots__ = ("method", "path", "headers", "wanted", "body", "too_large", "relayed", "out", "label", "t0",
+                 "keep_alive")
+
+    def __init__(self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], wanted: list[bytes | None],
+                 body: bytes, too_large: bool, out: Responder, relayed: bool = False) -> None:
+        self.method = method
+        self.path = path  # raw path, no query
+        self.headers = headers
+        self.wanted = wanted
+        self.body = body
+        self.too_large = too_large
+        self.out = out
+        self.relayed = relayed  # arrived from the peer: never relayed again
+        self.label = ""  # metrics endpoint label, set by the dispatcher
+        self.t0 = 0.0
+        self.keep_alive = True  # the connection stays open after the answer
+
+    @property
+    def customer(self) -> bytes | None:
+        return self.wanted[0]
+
+    @property
+    def ttl(self) -> bytes | None:
+        return self.wanted[1]
+
+    @property
+    def lock(self) -> bytes | None:
+        lock = self.wanted[2]
+        return lock.strip(b" \t") if lock else lock
+
+    @property
+    def content_type(self) -> bytes | None:
+        return self.wanted[3]
+
+    @property
+    def reuse(self) -> bool:
+        v = self.wanted[4]
+        return v is not None and v.strip().lower() in _TRUE
+
+    @property
+    def no_forward(self) -> bool:
+        v = self.wanted[5]
+        return v is not None and v.strip().lower() == b"true"
 
 
 def decode_segment(raw: bytes) -> str:
@@ -71,28 +114,3 @@ def parse_ttl(raw: bytes | None, creating: bool) -> Any:
     if n > MAX_TTL or (creating and n <= 0):
         return BAD_TTL
     return n
-
-
-async def read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
-    """Read the request body; stops buffering past ``limit`` and reports (b"", True) then."""
-    msg = await receive()
-    if msg["type"] != "http.request":
-        raise Disconnected
-    body: bytes = msg.get("body", b"")
-    if not msg.get("more_body", False):
-        return (body, False) if len(body) <= limit else (b"", True)
-    chunks, size = [body], len(body)
-    while True:
-        if size > limit:
-            return b"", True
-        msg = await receive()
-        if msg["type"] != "http.request":
-            raise Disconnected
-        chunk = msg.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if not msg.get("more_body", False):
-            break
-    if size > limit:
-        return b"", True
-    return b"".join(chunks), False
