@@ -180,27 +180,9 @@ class StoreApi:
                body: bytes = b"", cleanup: Callable[[str, Any], None] | None = None) -> None:
         """One shard round trip whose reply runs ``done`` (on success) in the channel's reader, after
         the reservation is released, refusals are counted and the mutation is handed to replication."""
-        node = self.node
-        node.inflight_calls += 1
-
-        def reply(err: int, a: Any, b: Any, rbody: bytes, record: Any) -> None:
-            node.inflight_calls -= 1
-            try:
-                if allow is not None:
-                    node.accounting.release(customer, allow)
-                if cleanup is not None:
-                    cleanup(customer, state)
-                if err != _OK:
-                    self.error(req, self._refusal(err, op, customer))
-                    return
-                if record is not None:
-                    node.replicate(record)
-                done(self, req, customer, shard, state, a, b, rbody)
-            except Exception:  # a bug must cost this request a 500, never leave it unanswered
-                log.exception("%s failed", req.label)
-                self.error(req, errors.INTERNAL)
-
-        node.channels[shard].submit(reply, op, sid, customer, ttl, flags, lock, allow, extra, body)
+        self.node.inflight_calls += 1
+        call = _Call(self, req, customer, shard, done, state, op, allow, cleanup)
+        self.node.channels[shard].submit(call, op, sid, customer, ttl, flags, lock, allow, extra, body)
 
     def _refusal(self, err: int, op: int, customer: str) -> ApiError:
         if err == DOWN:
@@ -313,18 +295,54 @@ class StoreApi:
                     wire.OP_DELETE, sid, None, flags, cleanup=_finish_tombstone(tombs))
 
 
+class _Call:
+    """One store endpoint's shard call in flight: the channel's waiter for its reply."""
+
+    __slots__ = ("api", "req", "customer", "shard", "done", "state", "op", "allow", "cleanup")
+
+    def __init__(self, api: StoreApi, req: ApiRequest, customer: str, shard: int, done: Done, state: Any, op: int,
+                 allow: Any, cleanup: Callable[[str, Any], None] | None) -> None:
+        self.api = api
+        self.req = req
+        self.customer = customer
+        self.shard = shard
+        self.done = done
+        self.state = state
+        self.op = op
+        self.allow = allow
+        self.cleanup = cleanup
+
+    def reply(self, err: int, a: Any, b: Any, body: bytes, record: Any) -> None:
+        api = self.api
+        node = api.node
+        node.inflight_calls -= 1
+        try:
+            if self.allow is not None:
+                node.accounting.release(self.customer, self.allow)
+            if self.cleanup is not None:
+                self.cleanup(self.customer, self.state)
+            if err != _OK:
+                api.error(self.req, api._refusal(err, self.op, self.customer))
+                return
+            if record is not None:
+                node.replicate(record)
+            self.done(api, self.req, self.customer, self.shard, self.state, a, b, body)
+        except Exception:  # a bug must cost this request a 500, never leave it unanswered
+            log.exception("%s failed", self.req.label)
+            api.error(self.req, errors.INTERNAL)
+
+
 # --- continuations: run in the channel's reader with a successful reply ----------------------------
 def _snapshot(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,
               body: bytes) -> None:
-    # a = TTL remaining, b = is a counter
-    api.ok(req, body, JSON if b else OCTETS, b"bigbunny-not-valid-after: " + str(a).encode() + b"\r\n")
+    # a = TTL remaining (int seconds), b = is a counter
+    api.ok(req, body, JSON if b else OCTETS, b"bigbunny-not-valid-after: %d\r\n" % a)
 
 
 def _begun(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,
            body: bytes) -> None:
     # a = TTL remaining, b = lock ID
-    api.ok(req, body, OCTETS,
-           b"bigbunny-lock-id: " + b.encode() + b"\r\nbigbunny-not-valid-after: " + str(a).encode() + b"\r\n")
+    api.ok(req, body, OCTETS, b"bigbunny-lock-id: %s\r\nbigbunny-not-valid-after: %d\r\n" % (b.encode(), a))
 
 
 def _grown(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,

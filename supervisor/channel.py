@@ -5,12 +5,12 @@ shard binds) → ``up`` after the first answered ping → ``close`` when the sha
 (every waiting future fails with ``StoreUnavailable``). A channel is never reused across shard
 generations, so a late reply from a dead shard can never resolve a new request.
 
-Hot path: ``submit`` registers a callback under a fresh request id and appends the request to the
+Hot path: ``submit`` registers a waiter under a fresh request id and appends the request to the
 outgoing batch. A request that finds nothing in flight on the channel is sent at once (an idle node
 answers in one round trip); otherwise one flush is scheduled for the end of the loop turn, so every
 request parsed in that turn shares one ZeroMQ send. The socket FD is edge-triggered, so after every
 send and wake-up the socket is drained until ``ZMQ_EVENTS`` shows no more input, and each reply's
-callback runs right there in the reader: no future, no task, no extra loop turn. ``call`` wraps
+waiter runs right there in the reader: no future, no task, no extra loop turn. ``call`` wraps
 ``submit`` in a future for the code paths that await (pings, names, admin, join, replication).
 """
 
@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -28,9 +27,34 @@ from bigbunny import errors, wire
 
 log = logging.getLogger("bbd.channel")
 Result = tuple[int, Any, Any, bytes, Any]  # (err, a, b, body, replication record or None)
-# A reply callback: ``cb(err, a, b, body, record)``; ``err`` is ``DOWN`` when the shard went away.
-Callback = Callable[[int, Any, Any, bytes, Any], None]
 DOWN = -2  # not a wire code: the request was failed locally because the shard is not serving
+# ZeroMQ's constants are enums: ``int & zmq.POLLIN`` builds an enum member (~1 µs); plain ints do not.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+class Waiter(Protocol):
+    """What waits for one reply: ``reply(err, a, b, body, record)`` runs in the channel's reader;
+    ``err`` is ``DOWN`` when the shard went away. One object per request, no closure cells."""
+
+    def reply(self, err: int, a: Any, b: Any, body: bytes, record: Any) -> None: ...
+
+
+class _FutureWaiter:
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future[Result]) -> None:
+        self.fut = fut
+
+    def reply(self, err: int, a: Any, b: Any, body: bytes, record: Any) -> None:
+        fut = self.fut
+        if fut.done():
+            return
+        if err == DOWN:
+            fut.set_exception(ShardDown())
+        else:
+            fut.set_result((err, a, b, body, record))
 
 # Loop turns a batch waits before it is sent while other requests are in flight: requests parsed in
 # those turns join it, so one ZeroMQ send (which wakes ZeroMQ's I/O thread) serves several requests.
@@ -53,7 +77,9 @@ class ShardChannel:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 10)  # the shard binds a few ms after spawn: retry fast
         self.sock.connect(endpoint)
         self.fd = self.sock.getsockopt(zmq.FD)
-        self.pending: dict[int, Callback] = {}
+        self.pending: dict[int, Waiter] = {}
+        self.batches = 0  # frames sent, and the requests they carried (requests per batch, for tuning)
+        self.batched = 0
         self.hdrs: list[tuple[Any, ...]] = []
         self.bodies: list[bytes] = []
         self.flush_scheduled = False
@@ -64,7 +90,7 @@ class ShardChannel:
 
     def submit(
         self,
-        cb: Callback,
+        waiter: Waiter,
         op: int,
         sid: str = "",
         customer: str = "",
@@ -75,13 +101,13 @@ class ShardChannel:
         extra: Any = None,
         body: bytes = b"",
     ) -> None:
-        """Queue one request; ``cb`` runs in the reader with the reply (or ``DOWN``)."""
+        """Queue one request; ``waiter.reply`` runs in the reader with the reply (or ``DOWN``)."""
         if self.closed:
-            cb(DOWN, None, None, b"", None)
+            waiter.reply(DOWN, None, None, b"", None)
             return
         rid = self._rid()
         idle = not self.pending
-        self.pending[rid] = cb
+        self.pending[rid] = waiter
         self.hdrs.append((rid, op, sid, customer, ttl, flags, lock, allow, extra))
         self.bodies.append(body)
         if idle:  # nothing in flight: nobody to batch with, send now
@@ -107,16 +133,7 @@ class ShardChannel:
     ) -> asyncio.Future[Result]:
         """``submit`` as a future resolving to ``(err, a, b, body, record)``; fails with ``ShardDown``."""
         fut = self.loop.create_future()
-
-        def done(err: int, a: Any, b: Any, rbody: bytes, record: Any) -> None:
-            if fut.done():
-                return
-            if err == DOWN:
-                fut.set_exception(ShardDown())
-            else:
-                fut.set_result((err, a, b, rbody, record))
-
-        self.submit(done, op, sid, customer, ttl, flags, lock, allow, extra, body)
+        self.submit(_FutureWaiter(fut), op, sid, customer, ttl, flags, lock, allow, extra, body)
         return fut
 
     def _flush_later(self, turns: int) -> None:
@@ -139,7 +156,7 @@ class ShardChannel:
                 self._fail(h[0], _INTERNAL)
             return
         try:
-            self.sock.send(frame, zmq.NOBLOCK, copy=True)
+            self.sock.send(frame, _NOBLOCK, copy=True)
         except zmq.Again:  # cannot happen with SNDHWM 0, but never lose requests silently
             self.hdrs, self.bodies = hdrs + self.hdrs, bodies + self.bodies
             self.flush_scheduled = True
@@ -149,19 +166,21 @@ class ShardChannel:
             log.error("send to %s failed: %s", self.endpoint, e)
             self.close()
             return
+        self.batches += 1
+        self.batched += len(hdrs)
         # A send may have processed the command that announced a reply, consuming the FD's edge:
         # ask ZMQ_EVENTS (no exception, unlike a recv that ends in EAGAIN) whether one is waiting.
         try:
-            if self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+            if self.sock.get(_EVENTS) & _POLLIN:
                 self._drain()
         except zmq.ZMQError as e:
             log.error("poll of %s failed: %s", self.endpoint, e)
             self.close()
 
     def _fail(self, rid: int, err: int) -> None:
-        cb = self.pending.pop(rid, None)
-        if cb is not None:
-            _run(cb, err, None, None, b"", None)
+        waiter = self.pending.pop(rid, None)
+        if waiter is not None:
+            _run(waiter, err)
 
     def expire_stale(self) -> int:
         """Fail requests that were already pending at the previous call (≥ ``STALE_AFTER`` apart):
@@ -179,14 +198,14 @@ class ShardChannel:
         sock, pending = self.sock, self.pending
         try:
             while not self.closed:
-                for hdr, body in wire.unpack(sock.recv(zmq.NOBLOCK, copy=True)):
-                    cb = pending.pop(hdr[0], None)
-                    if cb is not None:
+                for hdr, body in wire.unpack(sock.recv(_NOBLOCK, copy=True)):
+                    waiter = pending.pop(hdr[0], None)
+                    if waiter is not None:
                         try:
-                            cb(hdr[1], hdr[2], hdr[3], body, hdr[4] if len(hdr) > 4 else None)
+                            waiter.reply(hdr[1], hdr[2], hdr[3], body, hdr[4] if len(hdr) > 4 else None)
                         except Exception:  # a bug in one request's continuation must not starve the rest
                             log.exception("reply handler failed")
-                if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+                if not sock.get(_EVENTS) & _POLLIN:
                     return
         except zmq.Again:
             return
@@ -206,15 +225,15 @@ class ShardChannel:
         self.sock.close(0)
         pending, self.pending = self.pending, {}
         self.hdrs, self.bodies = [], []
-        for cb in pending.values():
-            _run(cb, DOWN, None, None, b"", None)
+        for waiter in pending.values():
+            _run(waiter, DOWN)
 
 
 _INTERNAL = errors.ERRORS.index(errors.INTERNAL)
 
 
-def _run(cb: Callback, err: int, a: Any, b: Any, body: bytes, record: Any) -> None:
+def _run(waiter: Waiter, err: int) -> None:
     try:
-        cb(err, a, b, body, record)
+        waiter.reply(err, None, None, b"", None)
     except Exception:  # noqa: BLE001 - failing one request must go on to the next
         log.exception("reply handler failed")

@@ -113,15 +113,19 @@ class _Sweeper:
 
     def __init__(self) -> None:
         self.handle: asyncio.TimerHandle | None = None
+        # Loop time of the last sweep: deadlines are set from it (plus one sweep period, so they are
+        # never early) instead of reading the clock several times per request.
+        self.now = 0.0
 
     def ensure(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
         if self.handle is None:
             clock.refresh()
+            self.now = loop.time()
             self.handle = loop.call_later(_SWEEP_EVERY, self._sweep, loop, connections)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
         clock.refresh()
-        now = loop.time()
+        now = self.now = loop.time()
         for conn in list(connections):
             if isinstance(conn, HttpProtocol):
                 conn.check_deadlines(now)
@@ -162,6 +166,7 @@ class HttpProtocol(asyncio.Protocol):
         self._wanted: list[bytes | None] = [None] * len(WANTED)
         self._hdr_bytes = 0
         self._expect = False  # Expect: 100-continue
+        self._conn_hdr = False  # a Connection header was sent
         self._parsing = False
         self._upgrade = False
         self._req: ApiRequest | None = None  # an /api/v1 request, until its body is complete
@@ -283,12 +288,12 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
-        self._wanted = [None] * len(WANTED)
+        self._wanted = [None, None, None, None, None, None]  # one slot per requests.WANTED
         self._hdr_bytes = 0
-        self._expect = self._upgrade = False
+        self._expect = self._upgrade = self._conn_hdr = False
         self._parsing = True
         self._req = self._cycle = None
-        now = self.loop.time()
+        now = self.sweeper.now + _SWEEP_EVERY
         if not self._hdr_deadline:
             self._hdr_deadline = now + self.limits.read_header_timeout
         self._read_deadline = now + self.limits.read_timeout
@@ -309,6 +314,8 @@ class HttpProtocol(asyncio.Protocol):
         if i is not None:
             if self._wanted[i] is None:
                 self._wanted[i] = value
+        elif name == b"connection":
+            self._conn_hdr = True
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect = True
         self._headers.append((name, value))
@@ -320,15 +327,11 @@ class HttpProtocol(asyncio.Protocol):
             self._upgrade = True  # answered 400 when the parser stops at the upgrade
             return
         url = self._url
-        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
-            path, query = url, b""
-        else:
-            parsed = httptools.parse_url(url)
-            path, query = parsed.path, parsed.query or b""
-        http_version = parser.get_http_version()
-        keep_alive = http_version != "1.0" and parser.should_keep_alive()
-        if path.startswith(_API):
-            req = self._req = ApiRequest(parser.get_method(), path, self._headers, self._wanted, b"", False, self)
+        if url.startswith(_API) and b"?" not in url and b"#" not in url:
+            # Without a Connection header, llhttp's keep-alive answer is the version's default; with
+            # one, HTTP/1.0 still closes (as uvicorn does).
+            keep_alive = parser.should_keep_alive() and (not self._conn_hdr or parser.get_http_version() != "1.0")
+            req = self._req = ApiRequest(parser.get_method(), url, self._headers, self._wanted, b"", False, self)
             req.keep_alive = keep_alive
             self._chunks = []
             self._size = 0
@@ -336,7 +339,14 @@ class HttpProtocol(asyncio.Protocol):
                 self._expect = False
                 self.transport.write(_CONTINUE)
             return
-        self._start_cycle(path, query, http_version, keep_alive)
+        parsed = httptools.parse_url(url)
+        path, query = parsed.path, parsed.query or b""
+        if path.startswith(_API):  # absolute form or a query string: the same API request
+            self._url = path
+            self.on_headers_complete()
+            return
+        http_version = parser.get_http_version()
+        self._start_cycle(path, query, http_version, http_version != "1.0" and parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         req = self._req
@@ -370,7 +380,11 @@ class HttpProtocol(asyncio.Protocol):
             if self._chunks:
                 req.body = b"".join(self._chunks)
                 self._chunks = []
-            self._ready(req)
+            if self._active is None and not self._queue and not self._in_next:
+                self._active = req
+                self.api.handle(req)
+            else:
+                self._ready(req)
             return
         cycle = self._cycle
         if cycle is not None and not cycle.response_complete:
@@ -400,8 +414,11 @@ class HttpProtocol(asyncio.Protocol):
         self.server_state.total_requests += 1
         if not keep_alive:
             self.transport.close()
-        elif not self._in_next:
-            self._next()
+        elif self._queue or self.flow.read_paused or self._parsing:
+            if not self._in_next:
+                self._next()
+        elif not self._in_next:  # the common case: nothing waiting, wait for the next request
+            self._idle_deadline = self.sweeper.now + _SWEEP_EVERY + self.timeout_keep_alive
 
     def _next(self) -> None:
         """Serve the queued requests (each may be answered at once), then wait for input."""
@@ -422,7 +439,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._expect = False
                 self.transport.write(_CONTINUE)
         else:
-            self._idle_deadline = self.loop.time() + self.timeout_keep_alive
+            self._idle_deadline = self.sweeper.now + _SWEEP_EVERY + self.timeout_keep_alive
 
     # --- answers of /api/v1 requests (supervisor.requests.Responder) --------------------------------
     def ok(self, req: ApiRequest, body: bytes, ctype: bytes, extra: bytes) -> None:
