@@ -24,6 +24,7 @@ import zmq
 
 from bigbunny.config import Config
 from bigbunny.logs import setup_logging
+from shards.gcpolicy import GcPolicy
 from supervisor.node import Node
 from supervisor.sdnotify import Notifier
 from supervisor.uds import BindError, bind_uds, remove_uds
@@ -138,6 +139,9 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
             break
         await asyncio.sleep(0.001)
     node.pool.spawn_all()
+    # Everything alive now (modules, the app, keys) lives as long as the process: keep it out of every
+    # future collection, so the collector only ever walks what requests allocate.
+    GcPolicy.settle()
     notifier = Notifier()
     systemd = loop.create_task(_systemd(notifier, node)) if notifier.enabled else None
     gc = loop.create_task(Collector(node, cfg.gc_interval).run())

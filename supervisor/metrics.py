@@ -84,13 +84,19 @@ class NodeCollector:
         mem = GaugeMetricFamily("bbd_shard_memory_bytes", "accounted memory of a shard", labels=["shard"])
         up = GaugeMetricFamily("bbd_shard_up", "1 if the shard answers", labels=["shard"])
         restarts = CounterMetricFamily("bbd_shard_restarts", "shard process restarts", labels=["shard"])
+        calls = CounterMetricFamily("bbd_shard_calls", "requests sent to a shard (since its start)", labels=["shard"])
+        batches = CounterMetricFamily("bbd_shard_batches", "ZeroMQ messages those requests travelled in",
+                                      labels=["shard"])
         for s in node.pool.slots:
             label = [str(s.index)]
             stores.add_metric(label, s.store_count)
             mem.add_metric(label, node.accounting.shard_total[s.index])
             up.add_metric(label, 1.0 if s.up else 0.0)
             restarts.add_metric(label, s.restarts)
-        yield from (stores, mem, up, restarts)
+            ch = s.channel
+            calls.add_metric(label, ch.batched if ch is not None else 0)
+            batches.add_metric(label, ch.batches if ch is not None else 0)
+        yield from (stores, mem, up, restarts, calls, batches)
         rss = GaugeMetricFamily("bbd_process_rss_bytes", "resident memory per process", labels=["process"])
         cpu = GaugeMetricFamily("bbd_process_cpu_percent", "CPU use per process", labels=["process"])
         for p in node.procinfo.report():

@@ -130,7 +130,8 @@ def test_metrics_families_and_values(scenario: Scenario) -> None:
         "bbd_role": "gauge", "bbd_epoch": "gauge", "bbd_stores": "gauge", "bbd_tombstones": "gauge",
         "bbd_memory_bytes": "gauge", "bbd_memory_limit_bytes": "gauge",
         "bbd_shard_stores": "gauge", "bbd_shard_memory_bytes": "gauge", "bbd_shard_up": "gauge",
-        "bbd_shard_restarts": "counter", "bbd_process_rss_bytes": "gauge", "bbd_process_cpu_percent": "gauge",
+        "bbd_shard_restarts": "counter", "bbd_shard_calls": "counter", "bbd_shard_batches": "counter",
+        "bbd_process_rss_bytes": "gauge", "bbd_process_cpu_percent": "gauge",
         "bbd_requests": "counter", "bbd_request_duration_seconds": "histogram", "bbd_rate_limited": "counter",
         "bbd_limit_rejections": "counter", "bbd_registry_entries": "gauge",
         "bbd_replication_queue_length": "gauge", "bbd_replication_lag_seconds": "gauge",
@@ -157,6 +158,10 @@ def test_metrics_families_and_values(scenario: Scenario) -> None:
         assert value(fam["bbd_shard_memory_bytes"], shard=label) == sh["memory"]
         assert value(fam["bbd_shard_up"], shard=label) == 1.0
         assert value(fam["bbd_shard_restarts"], "_total", shard=label) == 0.0
+        # every shard got calls (pings at least); a batch carries one or more of them
+        calls, batches = value(fam["bbd_shard_calls"], "_total", shard=label), value(
+            fam["bbd_shard_batches"], "_total", shard=label)
+        assert calls >= batches > 0
     assert sum(samples(fam["bbd_shard_stores"]).values()) == st["store_count"]
     assert sum(samples(fam["bbd_shard_memory_bytes"]).values()) == st["memory_usage"]
     rss = samples(fam["bbd_process_rss_bytes"])
