@@ -40,7 +40,7 @@ from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
 from bigbunny.errors import ApiError
 from supervisor.requests import WANTED, ApiRequest
-from supervisor.responses import clock, render_error, render_ok, render_raw
+from supervisor.responses import CLOSE, OK_TEMPLATE, clock, render_error, render_raw
 
 log = logging.getLogger("bbd.http")
 
@@ -443,11 +443,23 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- answers of /api/v1 requests (supervisor.requests.Responder) --------------------------------
     def ok(self, req: ApiRequest, body: bytes, ctype: bytes, extra: bytes) -> None:
+        # The hot answer: rendered here from OK_TEMPLATE, with _finished's common case inlined.
         if req is not self._active:
             return  # the connection is gone, or a second answer (a bug): never answer another request
-        if not self.transport.is_closing():
-            self.transport.write(render_ok(body, ctype, extra, not req.keep_alive))
-        self._finished(req.keep_alive)
+        keep = req.keep_alive
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(OK_TEMPLATE % (
+                clock.line, len(body), ctype if body else b"", extra, b"" if keep else CLOSE, body))
+        self._active = None
+        self.server_state.total_requests += 1
+        if not keep:
+            transport.close()
+        elif self._queue or self.flow.read_paused or self._parsing:
+            if not self._in_next:
+                self._next()
+        elif not self._in_next:
+            self._idle_deadline = self.sweeper.now + _SWEEP_EVERY + self.timeout_keep_alive
 
     def error(self, req: ApiRequest, err: ApiError, extra: bytes = b"") -> None:
         if req is not self._active:

@@ -86,10 +86,9 @@ def error_parts(err: ApiError) -> tuple[bytes, bytes, bytes, list[Header]]:
     return parts
 
 
-def render_ok(body: bytes, ctype: bytes, extra: bytes, close: bool) -> bytes:
-    """A whole 200 answer. ``ctype`` is one of the content-type lines above; ``extra`` header lines."""
-    return b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n%s%s%s\r\n%s" % (
-        clock.line, len(body), ctype if body else b"", extra, CLOSE if close else b"", body)
+# A whole 200 answer: % (date line, body length, content-type line or b"", extra header lines,
+# CLOSE or b"", body). The content-type line is one of those above, left out for an empty body.
+OK_TEMPLATE = b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n%s%s%s\r\n%s"
 
 
 def render_error(err: ApiError, extra: bytes, close: bool, head: bool) -> bytes:
