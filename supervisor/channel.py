@@ -6,9 +6,11 @@ shard binds) → ``up`` after the first answered ping → ``close`` when the sha
 generations, so a late reply from a dead shard can never resolve a new request.
 
 Hot path: ``submit`` registers a waiter under a fresh request id and appends the request to the
-outgoing batch. A request that finds nothing in flight on the channel is sent at once (an idle node
-answers in one round trip); otherwise one flush is scheduled for the end of the loop turn, so every
-request parsed in that turn shares one ZeroMQ send. The socket FD is edge-triggered, so after every
+outgoing batch; the first request of a batch schedules its flush with ``call_soon``, which runs once
+the loop has handled the rest of the input it woke up for: every request parsed from that input shares
+one ZeroMQ send, and a request that finds the node idle still goes out in the same loop iteration.
+(Sending such a request on its own instead measured no faster at C=1 and 3-9 % slower at C=16/64: the
+rest of a convoy then needs a second message; see docs/performance.md.) The socket FD is edge-triggered, so after every
 send and wake-up the socket is drained until ``ZMQ_EVENTS`` shows no more input, and each reply's
 waiter runs right there in the reader: no future, no task, no extra loop turn. ``call`` wraps
 ``submit`` in a future for the code paths that await (pings, names, admin, join, replication).
@@ -56,8 +58,9 @@ class _FutureWaiter:
         else:
             fut.set_result((err, a, b, body, record))
 
-# Loop turns a batch waits before it is sent while other requests are in flight: requests parsed in
-# those turns join it, so one ZeroMQ send (which wakes ZeroMQ's I/O thread) serves several requests.
+# Loop turns a batch waits before it is sent: requests parsed in those turns join it, so one ZeroMQ
+# send (which wakes ZeroMQ's I/O thread) serves several requests. One is enough since /api/v1 requests
+# are dispatched straight from the parser; 2 measured no better (docs/performance.md).
 FLUSH_AFTER_TURNS = 1
 STALE_AFTER = 5.0
 
@@ -106,13 +109,10 @@ class ShardChannel:
             waiter.reply(DOWN, None, None, b"", None)
             return
         rid = self._rid()
-        idle = not self.pending
         self.pending[rid] = waiter
         self.hdrs.append((rid, op, sid, customer, ttl, flags, lock, allow, extra))
         self.bodies.append(body)
-        if idle:  # nothing in flight: nobody to batch with, send now
-            self._flush()
-        elif not self.flush_scheduled:
+        if not self.flush_scheduled:
             self.flush_scheduled = True
             if FLUSH_AFTER_TURNS == 1:
                 self.loop.call_soon(self._flush)

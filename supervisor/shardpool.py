@@ -195,10 +195,15 @@ class ShardPool:
             return False
 
     async def refresh(self, timeout: float = 1.0) -> None:
-        """Ping every live shard now (used by /status for exact counts). A shard that is down, or
-        still owes an answer to an earlier ping, keeps its last figures: /status never waits on it."""
+        """Ping every live shard now (used by /status for exact counts). A shard whose periodic ping is
+        simply in flight is pinged too (replies come in order, so the answer is current); one that is
+        down, or has owed an answer for longer than a ping period, keeps its last figures: /status
+        never waits on a shard that may be hung."""
+        now = time.monotonic()
         live = [
-            s for s in self.slots if s.up and s.ping_sent is None and s.channel is not None and not s.channel.closed
+            s for s in self.slots
+            if s.up and (s.ping_sent is None or now - s.ping_sent < PING_EVERY)
+            and s.channel is not None and not s.channel.closed
         ]
         if live:
             await asyncio.wait([asyncio.ensure_future(self._ping(s)) for s in live], timeout=timeout)

@@ -502,3 +502,24 @@ def test_undecodable_store_id_is_invalid_and_harmless(daemon_factory) -> None:
             assert elapsed < 1.0
     assert snap(d, c, sid).body == b"precious"
     assert d.shard_pids() == pids and d.status()["shards"][0]["restarts"] == 0
+
+
+def test_every_answer_carries_a_date(node, cust) -> None:
+    """RFC 9110 §6.6.1: a server with a clock sends Date — on the API's answers (200 and errors) and on
+    the Starlette routes alike, with the node's current time, to the second."""
+    from email.utils import parsedate_to_datetime
+
+    h = [("X-Customer-ID", cust)]
+    data = b"".join([
+        req("POST", "/api/v1/create", h, b"dated", close=False),
+        req("POST", "/api/v1/snapshot/garbage", h, close=False),
+        req("GET", "/api/v1/create", h, close=False),
+        req("GET", "/healthz", []),
+    ])
+    before = time.time()
+    answers = parse_responses(raw_exchange(node.sock, data))
+    after = time.time()
+    assert [s for s, _, _ in answers] == [200, 400, 405, 200]
+    for _, hdrs, _ in answers:
+        when = parsedate_to_datetime(hdrs["date"]).timestamp()
+        assert before - 2 <= when <= after + 1, (hdrs["date"], before, after)
