@@ -240,14 +240,18 @@ class StoreEngine(ReplicaMixin):
         st.lock = None
         return self._write(st, body, ttl, now, growth)
 
-    def cancel_modify(self, sid: str, customer: str, lock_id: str) -> None:
+    def cancel_modify(self, sid: str, customer: str, lock_id: str) -> bool:
         """Release the lock (§14): no lock, an expired one or our own → cleared, OK; a different live
-        lock → LOCK_MISMATCH. 404 → 403 first."""
+        lock → LOCK_MISMATCH; 403 first. A store that no longer exists is OK too (§15: idempotent, like
+        delete). Returns whether the store was there."""
+        if sid not in self._stores:
+            return False
         st = self._owned(sid, customer)
         lock = st.lock
         if lock is not None and lock[0] != lock_id and not self.clock() > lock[1]:
             raise _MISMATCH.with_traceback(None)
         st.lock = None
+        return True
 
     def release_lock(self, sid: str) -> bool:
         """Operator release: clear any lock on exactly this ID; False if the store is unknown."""

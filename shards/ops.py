@@ -169,8 +169,7 @@ class ShardOps:
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
         self._open(sid, customer)
         _check(flags, wire.F_LOCK_UNKNOWN, wire.F_BARRIER)
-        self.engine.cancel_modify(sid, customer, hdr[6])
-        if self.replicate:
+        if self.engine.cancel_modify(sid, customer, hdr[6]) and self.replicate:
             self.rec = ["R", None, sid, customer, hdr[6]]
         return None, None, b""
 

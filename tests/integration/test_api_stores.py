@@ -197,8 +197,11 @@ def test_modify_ops_on_missing_store_404(node, cust) -> None:
     assert_empty_ok(delete(node, cust, sid))
     assert_error(begin(node, cust, sid), 404, "store not found", "NotFound")
     assert_error(complete(node, cust, sid, "E" * 22, b"x"), 404, "store not found", "NotFound")
-    assert_error(cancel(node, cust, sid, "E" * 22), 404, "store not found", "NotFound")
     assert_error(update(node, cust, sid, b"x"), 404, "store not found", "NotFound")
+    # SPEC §15: cancel-modify is idempotent like delete; an ID that does not open is still 400
+    assert_empty_ok(cancel(node, cust, sid, "E" * 22))
+    assert_empty_ok(cancel(node, cust, sid, "E" * 22))
+    assert_error(cancel(node, cust + "x", sid, "E" * 22), 400, "invalid store ID")
 
 
 def test_while_locked_matrix(lnode, cust) -> None:

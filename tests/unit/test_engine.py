@@ -276,7 +276,6 @@ def test_missing_store_is_not_found(eng: StoreEngine) -> None:
         lambda: eng.snapshot("x", "alice"),
         lambda: eng.begin_modify("x", "alice"),
         lambda: eng.complete_modify("x", "alice", "L", b"x", None, None),
-        lambda: eng.cancel_modify("x", "alice", "L"),
         lambda: eng.update("x", "alice", b"x", None, None),
         lambda: eng.add("x", "alice", 1, None, None),
     ):
@@ -470,6 +469,14 @@ def test_complete_ignores_store_expiry(eng: StoreEngine, clock: FakeClock) -> No
     eng.get("s1").expiry = clock.t - 0.1  # store expired while the lock is live
     eng.complete_modify("s1", "alice", lock, b"x", 30, None)
     assert eng.snapshot("s1", "alice") == (b"x", 30, False)
+
+
+def test_cancel_of_a_missing_store_is_ok(eng: StoreEngine) -> None:
+    """SPEC §15: cancel-modify is idempotent like delete — a store that no longer exists is not an error;
+    the engine says it was not there (so nothing is replicated)."""
+    assert eng.cancel_modify("x", "alice", "L") is False
+    eng.create("s1", "alice", b"v", None, None, None, None)
+    assert eng.cancel_modify("s1", "alice", "L") is True
 
 
 def test_cancel_semantics(eng: StoreEngine, clock: FakeClock) -> None:
@@ -978,11 +985,15 @@ class EngineMachine(RuleBasedStateMachine):
     def cancel(self, sid, customer, right):
         lock_id = self.locks.get(sid, "no-such-lock") if right else "wrong-lock"
         m, err = self.lookup(sid, customer, check_expiry=False)
-        if err is None and self.live_lock(m) and m.lock[0] != lock_id:
+        if err is errors.NOT_FOUND_STORE:
+            err = None  # §15: cancelling on a store that no longer exists is OK (idempotent)
+        elif err is None and self.live_lock(m) and m.lock[0] != lock_id:
             err = errors.LOCK_MISMATCH
-        self.expect(err, lambda: self.eng.cancel_modify(sid, customer, lock_id))
+        res = self.expect(err, lambda: self.eng.cancel_modify(sid, customer, lock_id))
         if err is None:
-            m.lock = None
+            assert res is (m is not None)
+            if m is not None:
+                m.lock = None
 
     @rule(sid=sids, customer=st.sampled_from(CUSTOMERS), delta=st.one_of(small_i64, st.just(2**63)), ttl=TTLS)
     def add(self, sid, customer, delta, ttl):
