@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import click
 
+from bigbunny import __version__
 from bigbunny.cli_client import COMMANDS, client_group
 from bigbunny.cli_daemon import daemon_command
 
@@ -77,6 +78,7 @@ def usage() -> str:
     return (
         "Big Bunny: an in-memory session store.\n\n"
         "Usage:\n  bbd [flags]                  run the daemon\n"
+        "  bbd --version                print the version\n"
         "  bbd <command> [options]      talk to a running daemon over its Unix socket\n\n" + formatter.getvalue()
     )
 
@@ -86,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in _HELP:
         click.echo(usage(), nl=False)
+        sys.exit(0)
+    if args[0] in ("--version", "-version"):
+        click.echo(f"bbd {__version__}")
         sys.exit(0)
     if args[0].startswith("-"):
         daemon_command.main(normalise(args, option_table(daemon_command)), prog_name="bbd")

@@ -70,6 +70,8 @@ def format_status(st: dict[str, Any]) -> str:
     lines = [f"{label:<16}{num(st.get(key))}{suffix}" for label, key, suffix in _FIELDS]
     if "uptime" in st:
         lines.append(f"{'Uptime:':<16}{_uptime(st['uptime'])}")
+    if "version" in st:
+        lines.append(f"{'Version:':<16}{st['version']}")
     peers = st.get("peers") or {}
     if isinstance(peers, dict) and peers:
         lines.append("Peers:")

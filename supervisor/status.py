@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from bigbunny import __version__
 from bigbunny.durations import format_duration
 from supervisor.node import Node
 
@@ -59,6 +60,7 @@ async def status_document(node: Node) -> dict[str, Any]:
             for s in slots
         ],
         "uptime": format_duration(int((now - node.started) * 1e9)),
+        "version": __version__,
         "processes": node.procinfo.report(),
     }
 

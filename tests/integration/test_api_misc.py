@@ -32,6 +32,7 @@ STATUS_KEYS = {
     "shards",
     "uptime",
     "replication_dropped",
+    "version",
 }
 NEVER = "2562047h47m16.854775807s"
 
@@ -91,6 +92,9 @@ def test_status_document(daemon_factory) -> None:
     assert 0 <= duration_seconds(doc["last_leader_seen"]) < 60
     assert doc["last_leader_seen"] != NEVER
     assert 0 < duration_seconds(doc["uptime"]) < 60
+    from importlib.metadata import version
+
+    assert doc["version"] == version("bigbunny")  # the installed distribution's version, not a constant
     assert [s["id"] for s in doc["shards"]] == [0, 1]
     for s in doc["shards"]:
         assert set(s) == {"id", "pid", "up", "stores", "memory", "restarts"}

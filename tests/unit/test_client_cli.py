@@ -298,6 +298,15 @@ def test_usage_exits_zero(args: list[str]) -> None:
     assert "Usage:" in result.stdout and "counter-increment" in result.stdout and "--lock-timeout" in result.stdout
 
 
+@pytest.mark.parametrize("flag", ["--version", "-version"])
+def test_version(flag: str) -> None:
+    from importlib.metadata import version
+
+    result = bbd(flag)
+    assert result.exit_code == 0 and result.stdout == f"bbd {version('bigbunny')}\n"
+    assert "bbd --version" in bbd("--help").stdout
+
+
 def test_unknown_subcommand_is_usage_error() -> None:
     result = bbd("frobnicate")
     assert result.exit_code == 2 and "No such command" in result.stderr
@@ -540,6 +549,7 @@ STATUS = {
     "store_count": 10000000,
     "tombstone_count": 4,
     "uptime": "1h2m3s",
+    "version": "9.8.7",
     "shards": [
         {"id": 0, "pid": 4242, "up": True, "stores": 6000000, "memory": 7000000, "restarts": 0},
         {"id": 1, "pid": 4243, "up": False, "stores": 4000000, "memory": 5345678, "restarts": 1},
@@ -562,6 +572,7 @@ def test_status_human(fake: FakeDaemon) -> None:
         "Tombstones:     4\n"
         "Registry Count: 3\n"
         "Uptime:         1h2m3s\n"
+        "Version:        9.8.7\n"
         "Peers:\n"
         "  node1: 64.746123ms ago\n"
         "Registry States:\n"
@@ -575,7 +586,8 @@ def test_status_human(fake: FakeDaemon) -> None:
 
 
 def test_status_minimal_and_json(fake: FakeDaemon) -> None:
-    minimal = {k: v for k, v in STATUS.items() if k not in ("uptime", "shards")} | {"peers": {}, "registry_states": {}}
+    minimal = {k: v for k, v in STATUS.items() if k not in ("uptime", "version", "shards")}
+    minimal |= {"peers": {}, "registry_states": {}}
     fake.answer(body=json.dumps(minimal) + "\n")
     out = bbd("status", "--uds", fake.path).stdout
     assert out.endswith("Registry Count: 3\n") and "Peers" not in out
