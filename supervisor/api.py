@@ -99,14 +99,12 @@ class StoreApi:
             if customer.__class__ is ApiError:
                 self.error(req, customer)
                 return
-        limiter = node.limiter
-        if limiter.enabled and not limiter.allow(customer):
+        if not node.limiter.allow(customer):
             _limits_log.log(logging.INFO, f"rate:{customer}", "rate limit: refusing customer %s", customer)
             self.error(req, errors.RATE_LIMITED)
             return
         try:
-            coro = route[0](req, customer, param.decode("utf-8", "replace") if b"%" not in param
-                            else decode_segment(param))
+            coro = route[0](req, customer, decode_segment(param))
         except ApiError as e:
             e.__traceback__ = e.__context__ = None  # errors are shared singletons: don't let frames pile up
             self.error(req, e)

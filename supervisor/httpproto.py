@@ -380,11 +380,7 @@ class HttpProtocol(asyncio.Protocol):
             if self._chunks:
                 req.body = b"".join(self._chunks)
                 self._chunks = []
-            if self._active is None and not self._queue and not self._in_next:
-                self._active = req
-                self.api.handle(req)
-            else:
-                self._ready(req)
+            self._ready(req)
             return
         cycle = self._cycle
         if cycle is not None and not cycle.response_complete:
@@ -443,23 +439,13 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- answers of /api/v1 requests (supervisor.requests.Responder) --------------------------------
     def ok(self, req: ApiRequest, body: bytes, ctype: bytes, extra: bytes) -> None:
-        # The hot answer: rendered here from OK_TEMPLATE, with _finished's common case inlined.
         if req is not self._active:
             return  # the connection is gone, or a second answer (a bug): never answer another request
         keep = req.keep_alive
-        transport = self.transport
-        if not transport.is_closing():
-            transport.write(OK_TEMPLATE % (
+        if not self.transport.is_closing():
+            self.transport.write(OK_TEMPLATE % (
                 clock.line, len(body), ctype if body else b"", extra, b"" if keep else CLOSE, body))
-        self._active = None
-        self.server_state.total_requests += 1
-        if not keep:
-            transport.close()
-        elif self._queue or self.flow.read_paused or self._parsing:
-            if not self._in_next:
-                self._next()
-        elif not self._in_next:
-            self._idle_deadline = self.sweeper.now + _SWEEP_EVERY + self.timeout_keep_alive
+        self._finished(keep)
 
     def error(self, req: ApiRequest, err: ApiError, extra: bytes = b"") -> None:
         if req is not self._active:
