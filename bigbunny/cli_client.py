@@ -4,6 +4,8 @@ Conventions (§9): success → exit 0; wrong positional count → ``usage: bbd �
 connection failure → ``error: <detail>``, exit 1; an HTTP error → ``<cmd> failed (<status>): <body>``
 and ``error code: <code>`` (operator commands: ``<cmd> failed: <body>``), exit 1; a
 ``BigBunny-Warning`` on success → ``warning: <value>`` on stderr. Integers are printed exactly.
+Write commands take ``--replicas 1`` (SPEC §15): the answer waits for the secondary; a write applied on the
+primary but not confirmed in time prints its usual output, then ``warning: NotReplicated``, and exits 3.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import click
 
-from bigbunny.client import BBClient, BBConnectionError, BBError
+from bigbunny.client import BBClient, BBConnectionError, BBError, NotReplicated
 
 # command → (synopsis, one-line description); the synopsis is also the wrong-positional-count usage.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,7 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "promote": ("promote", "force this node to become PRIMARY"),
     "release-lock": ("release-lock <id>", "release a stuck modify lock"),
     "customers": ("customers [--top N] [--json]", "customers using the most memory, stores, tombstones, rate limit"),
-    "create": ("create [--data S] [--ttl N] [--name S] [--reuse]", "create a blob store (body: --data or stdin)"),
+    "create": (
+        "create [--data S] [--ttl N] [--name S] [--reuse]",
+        "create a blob store (body: --data or stdin)",
+    ),
     "get": ("get <id> [--ttl]", "print a store's contents"),
     "delete": ("delete <id>", "delete a store"),
     "delete-named": ("delete-named <name>", "delete a named store"),
@@ -47,12 +52,23 @@ _OPS_COMMANDS = frozenset({"promote", "release-lock"})
 client_group = click.Group("bbd", context_settings={"help_option_names": ["-h", "--help"]})
 
 Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
+T = TypeVar("T")
+EXIT_NOT_REPLICATED = 3
 
 
-def _command(name: str, *, store: bool = True, positional: bool = True) -> Deco:
-    """Register a subcommand with the shared ``--uds`` (and ``--customer``) options and ``ARGS...``."""
+def _command(name: str, *, store: bool = True, positional: bool = True, write: bool = False) -> Deco:
+    """Register a subcommand with the shared ``--uds`` (and ``--customer``, and for writes ``--replicas``)
+    options and ``ARGS...``."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if write:
+            fn = click.option(
+                "--replicas",
+                type=click.IntRange(0, 1),
+                default=0,
+                show_default=True,
+                help="1: answer only once the secondary has the write",
+            )(fn)
         if positional:
             fn = click.argument("args", nargs=-1)(fn)
         if store:
@@ -93,6 +109,17 @@ def _session(cmd: str, uds: str, customer: str = "default") -> Iterator[BBClient
         client.close()
     if client.last_warning:
         click.echo(f"warning: {client.last_warning}", err=True)
+        if client.last_warning == "NotReplicated":
+            sys.exit(EXIT_NOT_REPLICATED)
+
+
+def _applied(call: Callable[[], T]) -> T:
+    """Run a write; one the secondary did not confirm in time was still applied: return its result
+    (``_session`` then warns and exits 3)."""
+    try:
+        return call()
+    except NotReplicated as e:
+        return cast(T, e.result)
 
 
 def _body(data: str) -> bytes:
@@ -164,18 +191,18 @@ def release_lock_cmd(uds: str, args: tuple[str, ...]) -> None:
 
 
 # --- blob stores ------------------------------------------------------------------------------
-@_command("create", positional=False)
+@_command("create", positional=False, write=True)
 @click.option("--ttl", type=int, default=0, help="TTL in seconds (sent only if > 0)")
 @click.option("--data", default="", help="store contents (default: read stdin)")
 @click.option("--name", default="", help="create by name")
 @click.option("--reuse", is_flag=True, help="with --name: return the existing store")
-def create_cmd(uds: str, customer: str, ttl: int, data: str, name: str, reuse: bool) -> None:
+def create_cmd(uds: str, customer: str, replicas: int, ttl: int, data: str, name: str, reuse: bool) -> None:
     body = _body(data)
     with _session("create", uds, customer) as client:
         if name:
-            sid = client.create_by_name(name, body, _ttl(ttl), reuse=reuse)
+            sid = _applied(lambda: client.create_by_name(name, body, _ttl(ttl), reuse=reuse, replicas=replicas))
         else:
-            sid = client.create(body, _ttl(ttl))
+            sid = _applied(lambda: client.create(body, _ttl(ttl), replicas=replicas))
         click.echo(sid)
 
 
@@ -190,21 +217,21 @@ def get_cmd(uds: str, customer: str, args: tuple[str, ...], show_ttl: bool) -> N
             click.echo(f"TTL: {snap.ttl} seconds", err=True)
 
 
-def _one_arg_command(cmd: str, method: str, done: str | None = None) -> Callable[..., Any]:
+def _one_arg_command(cmd: str, method: str, done: str | None = None, write: bool = False) -> Callable[..., Any]:
     """Register ``cmd <arg>``: call ``client.<method>(arg)``, then print ``done`` (None: what it returned)."""
 
-    @_command(cmd)
-    def command(uds: str, customer: str, args: tuple[str, ...]) -> None:
+    @_command(cmd, write=write)
+    def command(uds: str, customer: str, args: tuple[str, ...], **write_options: int) -> None:
         arg = _one(args, cmd)
         with _session(cmd, uds, customer) as client:
-            out = getattr(client, method)(arg)
+            out = _applied(lambda: getattr(client, method)(arg, **write_options))
             click.echo(out if done is None else done)
 
     return command
 
 
-delete_cmd = _one_arg_command("delete", "delete", "deleted")
-delete_named_cmd = _one_arg_command("delete-named", "delete_by_name", "deleted")
+delete_cmd = _one_arg_command("delete", "delete", "deleted", write=True)
+delete_named_cmd = _one_arg_command("delete-named", "delete_by_name", "deleted", write=True)
 lookup_cmd = _one_arg_command("lookup", "lookup")
 
 
@@ -221,17 +248,19 @@ def begin_modify_cmd(uds: str, customer: str, args: tuple[str, ...], show_data: 
             _write_bytes(b"Data: " + mod.body + b"\n", err=True)
 
 
-@_command("complete-modify")
+@_command("complete-modify", write=True)
 @click.option("--lock", default="", help="lock ID from begin-modify (required)")
 @click.option("--ttl", type=int, default=0, help="new TTL in seconds (sent only if > 0)")
 @click.option("--data", default="", help="new contents (default: read stdin)")
-def complete_modify_cmd(uds: str, customer: str, args: tuple[str, ...], lock: str, ttl: int, data: str) -> None:
+def complete_modify_cmd(
+    uds: str, customer: str, args: tuple[str, ...], replicas: int, lock: str, ttl: int, data: str
+) -> None:
     sid = _one(args, "complete-modify")
     if not lock:
         _fail("error: -lock is required")
     body = _body(data)
     with _session("complete-modify", uds, customer) as client:
-        client.complete_modify(sid, lock, body, _ttl(ttl))
+        _applied(lambda: client.complete_modify(sid, lock, body, _ttl(ttl), replicas=replicas))
         click.echo("modified")
 
 
@@ -247,7 +276,7 @@ def cancel_modify_cmd(uds: str, customer: str, args: tuple[str, ...], lock: str)
 
 
 # --- counters ---------------------------------------------------------------------------------
-@_command("counter-create", positional=False)
+@_command("counter-create", positional=False, write=True)
 @click.option("--value", type=int, default=0, help="initial value")
 @click.option("--min", "lo", type=int, default=None, help="lower bound (implies --with-min)")
 @click.option("--max", "hi", type=int, default=None, help="upper bound (implies --with-max)")
@@ -259,6 +288,7 @@ def cancel_modify_cmd(uds: str, customer: str, args: tuple[str, ...], lock: str)
 def counter_create_cmd(
     uds: str,
     customer: str,
+    replicas: int,
     value: int,
     lo: int | None,
     hi: int | None,
@@ -271,7 +301,9 @@ def counter_create_cmd(
     lo = lo if lo is not None else (0 if with_min else None)
     hi = hi if hi is not None else (0 if with_max else None)
     with _session("counter-create", uds, customer) as client:
-        click.echo(client.create_counter(value, lo, hi, _ttl(ttl), name or None, reuse))
+        click.echo(
+            _applied(lambda: client.create_counter(value, lo, hi, _ttl(ttl), name or None, reuse, replicas=replicas))
+        )
 
 
 @_command("counter-get")
@@ -288,13 +320,13 @@ def counter_get_cmd(uds: str, customer: str, args: tuple[str, ...]) -> None:
 def _counter_step_command(cmd: str, method: str) -> Callable[..., Any]:
     """Register ``cmd <id> [--delta N] [--ttl N]``: ``client.<method>`` and print the counter's JSON."""
 
-    @_command(cmd)
+    @_command(cmd, write=True)
     @click.option("--delta", type=int, default=1, show_default=True)
     @click.option("--ttl", type=int, default=0, help="new TTL in seconds (sent only if > 0)")
-    def command(uds: str, customer: str, args: tuple[str, ...], delta: int, ttl: int) -> None:
+    def command(uds: str, customer: str, args: tuple[str, ...], replicas: int, delta: int, ttl: int) -> None:
         sid = _one(args, cmd)
         with _session(cmd, uds, customer) as client:
-            click.echo(_pretty(getattr(client, method)(sid, delta, _ttl(ttl))))
+            click.echo(_pretty(_applied(lambda: getattr(client, method)(sid, delta, _ttl(ttl), replicas=replicas))))
 
     return command
 
@@ -303,11 +335,11 @@ counter_increment_cmd = _counter_step_command("counter-increment", "increment")
 counter_decrement_cmd = _counter_step_command("counter-decrement", "decrement")
 
 
-@_command("counter-set")
+@_command("counter-set", write=True)
 @click.option("--value", type=int, default=0, help="new value")
 @click.option("--ttl", type=int, default=0, help="new TTL in seconds (sent only if > 0)")
-def counter_set_cmd(uds: str, customer: str, args: tuple[str, ...], value: int, ttl: int) -> None:
+def counter_set_cmd(uds: str, customer: str, args: tuple[str, ...], replicas: int, value: int, ttl: int) -> None:
     sid = _one(args, "counter-set")
     with _session("counter-set", uds, customer) as client:
-        client.set_counter(sid, value, _ttl(ttl))
+        _applied(lambda: client.set_counter(sid, value, _ttl(ttl), replicas=replicas))
         click.echo("ok")

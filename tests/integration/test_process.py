@@ -154,7 +154,8 @@ def test_sigterm_while_a_shard_is_stopped(daemon_factory) -> None:
         assert [k.pid for k in kids if not gone(k)] == [], "children (the stopped shard?) outlived the daemon"
         th.join(5)
         assert not th.is_alive() and outcome, "the in-flight request was left hanging"
-        assert not isinstance(outcome[0], BBError) or outcome[0].status == 503, outcome
+        # answered 503, or the connection closed at shutdown: never any other error
+        assert not isinstance(outcome[0], BBError) or outcome[0].status in (0, 503), outcome
     finally:
         if not gone(victim):
             os.kill(victim.pid, signal.SIGCONT)

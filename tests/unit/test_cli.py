@@ -1,137 +1,20 @@
-"""bigbunny.client and the bbd CLI against a fake daemon: a threaded HTTP server on a short Unix socket
-that records every request and answers canned responses."""
+"""The bbd CLI (client commands, daemon-mode flags, argv normalisation) against the fake daemon."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import os
-import shutil
-import socketserver
 import sys
-import tempfile
-import threading
-import time
 import types
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner, Result
+from fakedaemon import FakeDaemon
 
 from bigbunny import cli
-from bigbunny.client import BBClient, BBConnectionError, BBError
 
 pytestmark = pytest.mark.timeout(30)
-
-
-# --- the fake daemon --------------------------------------------------------------------------
-@dataclass
-class Req:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Canned:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    delay: float = 0.0
-    drop_after: bool = False  # close the connection after answering, without announcing it
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 5
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake.connections += 1
-
-    def _answer(self) -> None:
-        fake = self.server.fake
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        fake.requests.append(Req(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        canned = fake.responses.pop(0) if fake.responses else Canned()
-        time.sleep(canned.delay)
-        self.send_response(canned.status)
-        for name, value in canned.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(canned.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(canned.body)
-        self.close_connection = canned.drop_after
-
-    do_GET = do_POST = do_HEAD = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    fake: FakeDaemon
-
-
-class FakeDaemon:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.requests: list[Req] = []
-        self.responses: list[Canned] = []
-        self.connections = 0
-        self._server = _Server(path, _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def answer(self, status: int = 200, body: bytes | str = b"", **headers: str) -> None:
-        data = body.encode() if isinstance(body, str) else body
-        self.responses.append(Canned(status, {k.replace("_", "-"): v for k, v in headers.items()}, data))
-
-    def error(self, status: int, message: str, code: str | None = None, retry_after: int | None = None) -> None:
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if code:
-            headers["BigBunny-Error-Code"] = code
-        if retry_after is not None:
-            headers["Retry-After"] = str(retry_after)
-        self.responses.append(Canned(status, headers, message.encode() + b"\n"))
-
-    @property
-    def last(self) -> Req:
-        return self.requests[-1]
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-        assert not self._thread.is_alive()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeDaemon]:
-    tmp = tempfile.mkdtemp(dir="/tmp", prefix="bbt")
-    daemon = FakeDaemon(os.path.join(tmp, "s"))
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@pytest.fixture
-def client(fake: FakeDaemon) -> Iterator[BBClient]:
-    sleeps: list[float] = []
-    c = BBClient(fake.path, customer="acme", sleep=sleeps.append)
-    c.sleeps = sleeps  # type: ignore[attr-defined]
-    with c:
-        yield c
 
 
 # --- running the CLI --------------------------------------------------------------------------
@@ -144,129 +27,6 @@ class _Entry(click.Command):
 
 def bbd(*args: str, input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> Result:
     return CliRunner().invoke(_Entry("bbd"), list(args), input=input, env=env, catch_exceptions=False)
-
-
-# --- client -----------------------------------------------------------------------------------
-def test_create_sends_body_ttl_and_customer(fake: FakeDaemon, client: BBClient) -> None:
-    fake.answer(body="SID1")
-    assert client.create(b"hello", ttl=60) == "SID1"
-    req = fake.last
-    assert (req.method, req.path, req.body) == ("POST", "/api/v1/create", b"hello")
-    assert req.headers["x-customer-id"] == "acme"
-    assert req.headers["bigbunny-not-valid-after"] == "60"
-    assert client.last_warning is None
-
-
-def test_path_segments_are_percent_encoded(fake: FakeDaemon, client: BBClient) -> None:
-    client.delete("a/b c?")
-    client.delete_by_name("app:sess 1")
-    assert [r.path for r in fake.requests] == ["/api/v1/delete/a%2Fb%20c%3F", "/api/v1/delete-by-name/app%3Asess%201"]
-
-
-def test_snapshot_and_begin_modify_read_headers(fake: FakeDaemon, client: BBClient) -> None:
-    fake.answer(body=b"\x00data", BigBunny_Not_Valid_After="3599", Content_Type="application/octet-stream")
-    snap = client.snapshot("S")
-    assert (snap.body, snap.ttl, snap.content_type) == (b"\x00data", 3599, "application/octet-stream")
-    fake.answer(body=b"cur", BigBunny_Lock_ID="L" * 22, BigBunny_Not_Valid_After="10")
-    mod = client.begin_modify("S")
-    assert (mod.lock_id, mod.body, mod.ttl) == ("L" * 22, b"cur", 10)
-
-
-def test_modify_and_counter_requests(fake: FakeDaemon, client: BBClient) -> None:
-    client.complete_modify("S", "LOCK", b"new", ttl=5)
-    assert fake.last.headers["bigbunny-lock-id"] == "LOCK" and fake.last.body == b"new"
-    client.cancel_modify("S", "LOCK")
-    assert fake.last.path == "/api/v1/cancel-modify/S" and fake.last.headers["bigbunny-lock-id"] == "LOCK"
-    client.set_counter("C", 2**63 - 1)
-    assert (fake.last.path, fake.last.body) == ("/api/v1/update/C", b'{"value":9223372036854775807}')
-    fake.answer(body='{"value":3,"version":2,"bounded":false}\n', Content_Type="application/json")
-    assert client.decrement("C", 4) == {"value": 3, "version": 2, "bounded": False}
-    assert (fake.last.path, fake.last.body) == ("/api/v1/decrement/C", b'{"delta":4}')
-    client.create_counter(5, min=0, max=10, name="n", reuse=True)
-    req = fake.last
-    assert req.path == "/api/v1/create-by-name/n" and json.loads(req.body) == {
-        "type": "counter",
-        "value": 5,
-        "min": 0,
-        "max": 10,
-    }
-    assert req.headers["content-type"] == "application/json" and req.headers["bigbunny-reuse-if-exists"] == "true"
-
-
-def test_ops_endpoints_have_no_customer_header(fake: FakeDaemon, client: BBClient) -> None:
-    fake.answer(body="promoted")
-    assert client.promote() == "promoted"
-    fake.answer(body='{"role":"PRIMARY"}\n')
-    assert client.status() == {"role": "PRIMARY"}
-    assert fake.last.method == "GET" and fake.last.path == "/status"
-    assert all("x-customer-id" not in r.headers for r in fake.requests)
-
-
-def test_error_carries_status_message_code_and_retry_after(fake: FakeDaemon, client: BBClient) -> None:
-    fake.error(503, "name reservation in progress", "NameCreating", retry_after=1)
-    with pytest.raises(BBError) as info:
-        client.lookup("n")
-    err = info.value
-    assert (err.status, err.message, err.code) == (503, "name reservation in progress", "NameCreating")
-    assert err.retry_after == 1
-    assert err.headers["bigbunny-error-code"] == "NameCreating"
-    assert client.sleeps == []  # type: ignore[attr-defined]
-
-
-def test_warning_is_exposed(fake: FakeDaemon, client: BBClient) -> None:
-    fake.answer(BigBunny_Warning="DegradedWrite")
-    client.update("S", b"x")
-    assert client.last_warning == "DegradedWrite"
-    client.update("S", b"y")
-    assert client.last_warning is None
-
-
-def test_retries_honour_retry_after_capped(fake: FakeDaemon) -> None:
-    sleeps: list[float] = []
-    with BBClient(fake.path, retries=4, sleep=sleeps.append) as c:
-        fake.error(409, "store is locked", "StoreLocked")
-        fake.error(503, "primary syncing to secondary", "JoinSyncing", retry_after=0)
-        fake.error(429, "rate limit exceeded", "RateLimited", retry_after=30)
-        fake.answer(body="ok")
-        assert c.promote() == "ok"
-    assert sleeps == [0.05, 0.0, 2.0]
-    assert len(fake.requests) == 4
-
-
-def test_retries_stop_after_budget_and_skip_final_errors(fake: FakeDaemon) -> None:
-    sleeps: list[float] = []
-    with BBClient(fake.path, retries=1, sleep=sleeps.append) as c:
-        fake.error(409, "store is locked", "StoreLocked")
-        fake.error(409, "store is locked", "StoreLocked")
-        with pytest.raises(BBError, match="store is locked"):
-            c.update("S", b"x")
-        fake.error(429, "tombstone limit exceeded", "TombstoneLimitExceeded")
-        with pytest.raises(BBError):
-            c.delete("S")
-        fake.error(404, "store not found", "NotFound")
-        with pytest.raises(BBError):
-            c.snapshot("S")
-    assert sleeps == [0.05] and len(fake.requests) == 4
-
-
-def test_keep_alive_is_reused_and_reopened_after_idle_close(fake: FakeDaemon, client: BBClient) -> None:
-    client.delete("a")
-    client.delete("b")
-    assert fake.connections == 1
-    fake.responses.append(Canned(drop_after=True))
-    client.delete("c")
-    time.sleep(0.1)  # let the server close its end
-    client.delete("d")
-    assert [r.path[-1] for r in fake.requests] == ["a", "b", "c", "d"]
-    assert fake.connections == 2
-
-
-def test_connection_errors(fake: FakeDaemon) -> None:
-    with pytest.raises(BBConnectionError, match="No such file or directory"):
-        BBClient(fake.path + "-missing").status()
-    fake.responses.append(Canned(delay=1.0))
-    with BBClient(fake.path, timeout=0.2) as c, pytest.raises(BBConnectionError, match="timed out"):
-        c.status()
 
 
 # --- argv normalisation -----------------------------------------------------------------------
@@ -594,3 +354,43 @@ def test_status_minimal_and_json(fake: FakeDaemon) -> None:
     raw = '{"host_id":"h","memory_usage":12345678}\n'
     fake.answer(body=raw)
     assert bbd("status", "--json", "--uds", fake.path).stdout == raw
+
+
+# --- CLI: --replicas on writes ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["create", "--data", "x"],
+        ["create", "--data", "x", "--name", "n"],
+        ["delete", "S"],
+        ["delete-named", "n"],
+        ["complete-modify", "S", "--lock", "L", "--data", "x"],
+        ["counter-create"],
+        ["counter-increment", "C"],
+        ["counter-decrement", "C"],
+        ["counter-set", "C", "--value", "2"],
+    ],
+)
+def test_write_commands_send_replicas(fake: FakeDaemon, args: list[str]) -> None:
+    fake.answer(body='{"value":1}')
+    result = bbd(*args, "--replicas", "1", "--uds", fake.path)
+    assert result.exit_code == 0, result.output
+    assert fake.last.headers.get("bigbunny-replicas") == "1"
+    fake.answer(body='{"value":1}')
+    assert bbd(*args, "--uds", fake.path).exit_code == 0
+    assert "bigbunny-replicas" not in fake.last.headers
+
+
+def test_not_replicated_prints_the_result_warns_and_exits_3(fake: FakeDaemon) -> None:
+    fake.answer(body="SID5", BigBunny_Warning="NotReplicated")
+    result = bbd("create", "--data", "x", "--replicas", "1", "--uds", fake.path)
+    assert (result.exit_code, result.stdout, result.stderr) == (3, "SID5\n", "warning: NotReplicated\n")
+    fake.answer(BigBunny_Warning="NotReplicated")
+    result = bbd("delete", "S", "-replicas=1", "-uds", fake.path)  # single-dash form, as every option
+    assert (result.exit_code, result.stdout) == (3, "deleted\n")
+
+
+def test_replicas_takes_only_0_or_1(fake: FakeDaemon) -> None:
+    result = bbd("delete", "S", "--replicas", "2", "--uds", fake.path)
+    assert result.exit_code == 2 and "--replicas" in result.stderr and fake.requests == []
+    assert bbd("get", "S", "--replicas", "1", "--uds", fake.path).exit_code == 2  # reads have no --replicas
