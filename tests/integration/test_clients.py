@@ -6,6 +6,8 @@ import asyncio
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,3 +102,16 @@ def test_example_session_app(example_app: str) -> None:
 def test_client_md_shows_the_tested_example() -> None:
     doc = (EXAMPLE.parents[1] / "client.md").read_text()
     assert EXAMPLE.read_text().strip() in doc, "docs/client.md must include docs/examples/session_app.py verbatim"
+
+
+def test_client_bench_reports_calls_per_second(node: Daemon) -> None:
+    bench = Path(__file__).resolve().parents[2] / "ops" / "client-bench"
+    argv = [sys.executable, str(bench), "--uds", node.sock, "--conns", "8", "--duration", "0.5", "--warmup", "0.1"]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(p.stdout)
+    assert row["transport"] == "bigbunny" and row["errors"] == 0 and row["ops_per_s"] > 0, row
+    assert 0 < row["p50_us"] <= row["p99_us"], row
+    if importlib.util.find_spec("aiohttp") is None:
+        p = subprocess.run([*argv, "--transport", "aiohttp"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and "aiohttp is not installed" in p.stderr
