@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import weakref
 from collections.abc import Mapping
 from typing import TypeVar, cast
 
@@ -105,7 +106,10 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            try:
+                self.transport.close()
+            except RuntimeError:  # its event loop is closed already (a client dropped after asyncio.run)
+                pass
 
 
 class _Pool:
@@ -182,6 +186,7 @@ class AsyncBBClient(ClientBase):
     ) -> None:
         super().__init__(uds, customer, timeout, retries)
         self._pool = _Pool(uds, max_connections, pool_timeout)
+        weakref.finalize(self, self._pool.close)  # a client dropped without aclose() leaves no socket open
 
     # --- plumbing -----------------------------------------------------------------------------
     async def aclose(self) -> None:

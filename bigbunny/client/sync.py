@@ -4,7 +4,8 @@ It keeps a small pool of keep-alive connections to the daemon's Unix socket (HTT
 at a time per connection): a call takes the most recently used idle connection, or opens one while fewer
 than ``max_connections`` exist, or waits up to ``pool_timeout`` for one to come back. An idle connection
 the server has closed is dropped when it is next taken; a request that finds its reused connection closed
-before any answer arrived is sent once more on a new one. ``last_warning`` is per thread.
+before any answer arrived is sent once more on a new one. ``last_warning`` is per thread. ``close()`` (or
+``with``) closes the idle connections at once; a client that is garbage-collected closes them then.
 
     with BBClient("/tmp/bbd.sock", customer="acme") as bb:
         sid = bb.create(b"hello", ttl=60)
@@ -19,6 +20,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -124,6 +126,7 @@ class BBClient(ClientBase):
         super().__init__(uds, customer, timeout, retries)
         self._sleep = sleep
         self._pool = _Pool(uds, max_connections, pool_timeout)
+        weakref.finalize(self, self._pool.close)  # a client dropped without close() leaves no socket open
 
     # --- plumbing -----------------------------------------------------------------------------
     def close(self) -> None:

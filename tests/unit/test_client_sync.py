@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -300,3 +302,15 @@ def test_per_call_timeout(fake: FakeDaemon) -> None:
         fake.responses.append(Canned(delay=0.6))
         with pytest.raises(ConnectionFailed, match=r"timed out after 0\.2s"):
             c.status(timeout=0.2)
+
+
+def test_a_dropped_client_closes_its_connections(fake: FakeDaemon) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        c = BBClient(fake.path)
+        c.delete("S")
+        conn = c._pool._idle[0]
+        del c
+        gc.collect()
+        assert conn.sock is None  # closed, not left for the socket's finaliser
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
