@@ -64,6 +64,7 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("log-level", click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False), "info",
      "log level"),
     ("log-format", click.Choice(["text", "json"], case_sensitive=False), "text", "log format"),
+    ("config", str, "", "TOML file of daemon flags (long names as keys), re-read on SIGHUP and bbd reload"),
 ]
 
 
@@ -80,17 +81,23 @@ def _option(name: str, type_: Any, default: Any, help_: str) -> click.Option:
 
 def _run_daemon(**opts: Any) -> None:
     from bigbunny.config import ConfigError, build_config
+    from bigbunny.configfile import ConfigFile, FileValues, layer
 
-    for key in ("log_level", "log_format"):
-        opts[key] = opts[key].lower()
+    ctx = click.get_current_context()
+    given = {k: v for k, v in opts.items() if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+    defaults = {k: v for k, v in opts.items() if k not in given}
+    source = ConfigFile(opts["config"], tuple(daemon_command.params)) if opts["config"] else None  # type: ignore[arg-type]
     try:
-        cfg = build_config(opts, os.environ)
+        file = source.read() if source is not None else FileValues({}, ())
+        cfg = build_config(layer(given, defaults, file.values), os.environ, file.values)
     except ConfigError as e:
         click.echo(str(e), err=True)
         sys.exit(1)
     from supervisor.lifecycle import run
+    from supervisor.reload import Reloader
 
-    sys.exit(run(cfg))
+    reloader = Reloader(source, given, defaults, dict(os.environ)) if source is not None else None
+    sys.exit(run(cfg, reloader, file.warnings))
 
 
 daemon_command = click.Command(

@@ -299,6 +299,17 @@ class BBClient:
     def release_lock(self, id: str) -> str:
         return self._call("POST", f"/internal/release-lock/{_seg(id)}").text
 
+    def reload(self) -> dict[str, Any]:
+        """Re-read the daemon's config file: its JSON report; a refused reload raises BBError with the reason."""
+        resp = self.request("POST", "/internal/reload")
+        try:
+            report: dict[str, Any] = _json.loads(resp.body)
+        except ValueError:
+            report = {"error": resp.text.rstrip("\r\n")}
+        if not 200 <= resp.status < 300:
+            raise BBError(resp.status, str(report.get("error", "")), resp.headers.get("bigbunny-error-code"))
+        return report
+
 
 def _retryable(err: BBError) -> bool:
     return err.code in RETRYABLE_CODES or (err.status == 429 and err.retry_after is not None)
