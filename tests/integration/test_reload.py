@@ -289,3 +289,26 @@ def test_bad_config_file_stops_the_start(conf) -> None:
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
         f"config file {conf}: unknown key 'burst_size' (did you mean 'burst-size'? keys are the long flag names)")
+
+
+# --- a pair -----------------------------------------------------------------------------------------------
+def test_key_rotation_across_a_pair(cluster, conf, cust) -> None:
+    """The documented order: add the key on both nodes, then make it current on both; replicated IDs sealed
+    with the new key open on the secondary, and its replicas keep the old key in use there too."""
+    write(conf, f'store-keys = "1:{K1}"\n')
+    rig = cluster(f"--config={conf}")
+    p, s = rig.n1.client(cust), rig.n2.client(cust)
+    old = p.create(b"old")
+    wait_until(lambda: snap(rig.n2.d, cust, old).status == 200, 10, "the old store on the secondary")
+    write(conf, f'store-keys = "1:{K1},2:{K2}"\nstore-key-current = "1"\n')  # 1. add, on both
+    for c in (s, p):
+        assert c.reload()["changed"]["store-keys"]["to"] == {"ids": ["1", "2"], "current": "1"}
+    write(conf, f'store-keys = "1:{K1},2:{K2}"\nstore-key-current = "2"\n')  # 2. switch, on both
+    for c in (s, p):
+        assert c.reload()["changed"]["store-keys"]["to"] == {"ids": ["1", "2"], "current": "2"}
+    new = p.create(b"new")
+    assert new.startswith("v1:2:")
+    wait_until(lambda: snap(rig.n2.d, cust, new).status == 200, 10, "the new store on the secondary")
+    assert (s.snapshot(old).body, s.snapshot(new).body) == (b"old", b"new")
+    write(conf, f'store-keys = "2:{K2}"\n')  # 3. too early: the secondary's replica still uses key 1
+    refused(rig.n2.d, "store key '1' is still in use (1 stores sealed with it)")

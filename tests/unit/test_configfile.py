@@ -177,3 +177,35 @@ def test_cli_bad_file_exits_1(tmp_path: Path, daemon_calls: dict[str, Any]) -> N
     assert result.output == f"config file {path}: key 'burst-size': expected an integer, got float\n"
     result = bbd("--dev", "--config=/nonexistent.toml")
     assert (result.exit_code, result.output) == (1, "config file /nonexistent.toml: No such file or directory\n")
+
+
+# --- the shipped examples ---------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _example_config(text: str, tmp_path: Path) -> Any:
+    """Build the Config an example file gives (its key placeholder replaced by a real key)."""
+    path = write(tmp_path, text.replace("<64 hex digits>", K1))
+    values = read_config_file(path, OPTIONS).values
+    env = {"SERIALD_ROUTING_SECRET": "s", "SERIALD_INTERNAL_TOKEN": "t"}
+    return build_config(layer({}, {}, values), env, values), values
+
+
+def test_ops_example_file_is_valid(tmp_path: Path) -> None:
+    cfg, values = _example_config((ROOT / "ops" / "bbd.toml.example").read_text(), tmp_path)
+    assert (cfg.memory_limit, cfg.customer_memory_quota, cfg.site) == (4294967296, 104857600, "prod")
+    assert cfg.keys == KeySet({"1": bytes.fromhex(K1)}, "1")
+    from supervisor.reload import LIVE_FIELDS  # the file's first part is exactly what a reload applies
+
+    live = (ROOT / "ops" / "bbd.toml.example").read_text().split("# --- read at start only")[0]
+    live_keys = {line.split("=")[0].strip() for line in live.splitlines() if "=" in line and line[0] != "#"}
+    assert {k.replace("-", "_") for k in live_keys} == {*LIVE_FIELDS, "store_key_current"} - {"keys"} | {"store_keys"}
+
+
+def test_configuration_doc_example_is_the_ops_file(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    blocks = doc.split("```toml\n")[1:]
+    assert len(blocks) == 1
+    text = blocks[0].split("```")[0]
+    assert _example_config(text, tmp_path)[1] == _example_config((ROOT / "ops" / "bbd.toml.example").read_text(),
+                                                                 tmp_path)[1]
