@@ -1,5 +1,7 @@
 """Daemon mode of the CLI (SPEC §8 + §14): ``bbd --flag …`` parses the flags into an ``opts`` mapping,
 builds the config (``bigbunny.config.build_config``) and runs the supervisor until it is signalled.
+With ``--config FILE`` the file's values (``bigbunny.configfile``) sit below the flags given on the
+command line and the environment; the supervisor keeps both layers to redo this on a reload.
 
 Flag values are typed by click, so an unparsable value (``--memory-limit=abc``, ``--lock-timeout=5x``)
 is a usage error, exit 2; semantic checks (keys, secrets, site …) belong to ``build_config`` and are
@@ -86,7 +88,9 @@ def _run_daemon(**opts: Any) -> None:
     ctx = click.get_current_context()
     given = {k: v for k, v in opts.items() if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
     defaults = {k: v for k, v in opts.items() if k not in given}
-    source = ConfigFile(opts["config"], tuple(daemon_command.params)) if opts["config"] else None  # type: ignore[arg-type]
+    # absolute: a reload must read the same file whatever the working directory is by then
+    path = os.path.abspath(opts["config"]) if opts["config"] else ""
+    source = ConfigFile(path, tuple(daemon_command.params)) if path else None  # type: ignore[arg-type]
     try:
         file = source.read() if source is not None else FileValues({}, ())
         cfg = build_config(layer(given, defaults, file.values), os.environ, file.values)
