@@ -163,16 +163,24 @@ async def _check_key_removal(node: Node, old: KeySet, new: KeySet) -> None:
         raise ConfigError(f"store key {old.current!r} is the current key and cannot be removed or replaced: "
                           "make another key current first, and remove this one in a later reload")
     stores = dict.fromkeys(gone, 0)
-    for index, ch in enumerate(node.channels):
-        try:
-            res = await asyncio.wait_for(ch.call(wire.OP_KEY_USE, extra=gone), SHARD_TIMEOUT)
-        except (ShardDown, TimeoutError):
-            raise ConfigError(f"cannot check whether store key {gone[0]!r} is in use: shard {index} "
-                              "is not answering; try again") from None
-        if res[0] != wire.OK:
-            raise ConfigError(f"cannot check whether store key {gone[0]!r} is in use: shard {index} failed")
-        for k, n in res[1].items():
-            stores[k] += n
+    calls = [ch.call(wire.OP_KEY_USE, extra=gone) for ch in node.channels]  # all shards count at once
+    try:
+        for index, call in enumerate(calls):
+            try:
+                res = await asyncio.wait_for(call, SHARD_TIMEOUT)
+            except (ShardDown, TimeoutError):
+                raise ConfigError(f"cannot check whether store key {gone[0]!r} is in use: shard {index} "
+                                  "is not answering; try again") from None
+            if res[0] != wire.OK:
+                raise ConfigError(f"cannot check whether store key {gone[0]!r} is in use: shard {index} failed")
+            for k, n in res[1].items():
+                stores[k] += n
+    finally:
+        for call in calls:  # after an early refusal: no late answer is left unread
+            if not call.done():
+                call.cancel()
+            elif not call.cancelled():
+                call.exception()
     for k in gone:
         if stores[k]:
             raise ConfigError(f"store key {k!r} is still in use ({stores[k]} stores sealed with it) "

@@ -185,6 +185,28 @@ def test_key_rotation_by_reload_keeps_old_ids_readable(daemon_factory, conf, cus
     assert c.snapshot(new).body == b"0"
 
 
+def test_key_removal_waits_for_every_shard(daemon_factory, conf) -> None:
+    """Whether a key is in use is known only when every shard has counted: a shard that does not answer
+    refuses the reload (nothing changes), and the reload works once its replacement is up."""
+    write(conf, f'store-keys = "1:{K1},2:{K2}"\nstore-key-current = "2"\n')
+    d = daemon_factory(f"--config={conf}")
+    pid = d.shard_pids()[0]
+    write(conf, f'store-keys = "2:{K2}"\nrate-limit = 1\n')
+    os.kill(pid, signal.SIGSTOP)  # hung: the pool kills and replaces it after 2 s without a ping answer
+    try:
+        refused(d, "cannot check whether store key '1' is in use: shard 0 is not answering; try again")
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    wait_until(lambda: (s := d.status()["shards"][0])["up"] and s["pid"] != pid, 20, "the shard's replacement")
+    d.children = psutil.Process(d.proc.pid).children(recursive=True)
+    assert d.client().reload()["changed"] == {"store-keys": {"from": {"ids": ["1", "2"], "current": "2"},
+                                                             "to": {"ids": ["2"], "current": "2"}},
+                                              "rate-limit": {"from": 100.0, "to": 1.0}}
+
+
 def test_keys_from_the_environment_override_the_file(daemon_factory, conf) -> None:
     write(conf, f'store-keys = "1:{K1}"\nrate-limit = 7\n')
     env = {**os.environ, "SERIALD_STORE_KEYS": f"9:{K2}"}
