@@ -1,6 +1,6 @@
-"""ops/grafana-dashboard.json against a real dev node: every query (panels, variables, annotations) names
-only metrics that the node's ``/metrics`` actually serves, and the dashboard covers what an operator
-of a pair watches."""
+"""ops/grafana-dashboard.json (and ops/alerts.yml) against a real dev node: every query (panels,
+variables, annotations, alert rules) names only metrics that the node's ``/metrics`` actually serves,
+and the dashboard covers what an operator of a pair watches."""
 
 from __future__ import annotations
 
@@ -92,6 +92,19 @@ def test_every_query_names_a_metric_the_node_serves(doc: dict[str, Any], node) -
                   "bbd_replication_fail_count", "bbd_shard_restarts_total", "bbd_process_rss_bytes",
                   "bbd_process_cpu_percent", "bbd_config_reloads_total"):
         assert topic in seen, topic
+
+
+def test_every_alert_names_a_metric_the_node_serves(node) -> None:
+    """ops/alerts.yml, with the same check: a renamed metric must not leave a rule silently empty."""
+    import yaml
+
+    with open(DASHBOARD.parent / "alerts.yml", encoding="utf-8") as f:
+        rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"]]
+    metrics = served(call(node, "/metrics", method="GET").text)
+    assert rules
+    for rule in rules:
+        names = metric_names(rule["expr"])
+        assert names and names <= metrics, (rule["alert"], sorted(names - metrics))
 
 
 def test_metric_names_parser() -> None:
