@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status [--json]", "show node status"),
     "promote": ("promote", "force this node to become PRIMARY"),
     "release-lock": ("release-lock <id>", "release a stuck modify lock"),
+    "reload": ("reload [--json]", "re-read the daemon's --config file and apply what can change live"),
     "customers": ("customers [--top N] [--json]", "customers using the most memory, stores, tombstones, rate limit"),
     "create": (
         "create [--data S] [--ttl N] [--name S] [--reuse]",
@@ -47,7 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "counter-decrement": ("counter-decrement <id> [--delta N] [--ttl N]", "subtract from a counter"),
     "counter-set": ("counter-set <id> [--value N] [--ttl N]", "set a counter's value"),
 }
-_OPS_COMMANDS = frozenset({"promote", "release-lock"})
+_OPS_COMMANDS = frozenset({"promote", "release-lock", "reload"})
 
 client_group = click.Group("bbd", context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -166,6 +167,19 @@ def promote_cmd(uds: str) -> None:
     with _session("promote", uds) as client:
         client.promote()
         click.echo("promoted to PRIMARY")
+
+
+@_command("reload", store=False, positional=False)
+@click.option("--json", "as_json", is_flag=True, help="print the raw JSON report")
+def reload_cmd(uds: str, as_json: bool) -> None:
+    with _session("reload", uds) as client:
+        report = client.reload()
+    if as_json:
+        click.echo(json.dumps(report, separators=(",", ":")))
+        return
+    from bigbunny.cli_status import format_reload
+
+    click.echo(format_reload(report), nl=False)
 
 
 @_command("customers", store=False, positional=False)

@@ -1,5 +1,7 @@
 """Daemon mode of the CLI (SPEC §8 + §14): ``bbd --flag …`` parses the flags into an ``opts`` mapping,
 builds the config (``bigbunny.config.build_config``) and runs the supervisor until it is signalled.
+With ``--config FILE`` the file's values (``bigbunny.configfile``) sit below the flags given on the
+command line and the environment; the supervisor keeps both layers to redo this on a reload.
 
 Flag values are typed by click, so an unparsable value (``--memory-limit=abc``, ``--lock-timeout=5x``)
 is a usage error, exit 2; semantic checks (keys, secrets, site …) belong to ``build_config`` and are
@@ -64,6 +66,7 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("log-level", click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False), "info",
      "log level"),
     ("log-format", click.Choice(["text", "json"], case_sensitive=False), "text", "log format"),
+    ("config", str, "", "TOML file of daemon flags (long names as keys), re-read on SIGHUP and bbd reload"),
 ]
 
 
@@ -80,17 +83,25 @@ def _option(name: str, type_: Any, default: Any, help_: str) -> click.Option:
 
 def _run_daemon(**opts: Any) -> None:
     from bigbunny.config import ConfigError, build_config
+    from bigbunny.configfile import ConfigFile, FileValues, layer
 
-    for key in ("log_level", "log_format"):
-        opts[key] = opts[key].lower()
+    ctx = click.get_current_context()
+    given = {k: v for k, v in opts.items() if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+    defaults = {k: v for k, v in opts.items() if k not in given}
+    # absolute: a reload must read the same file whatever the working directory is by then
+    path = os.path.abspath(opts["config"]) if opts["config"] else ""
+    source = ConfigFile(path, tuple(daemon_command.params)) if path else None  # type: ignore[arg-type]
     try:
-        cfg = build_config(opts, os.environ)
+        file = source.read() if source is not None else FileValues({}, ())
+        cfg = build_config(layer(given, defaults, file.values), os.environ, file.values)
     except ConfigError as e:
         click.echo(str(e), err=True)
         sys.exit(1)
     from supervisor.lifecycle import run
+    from supervisor.reload import Reloader
 
-    sys.exit(run(cfg))
+    reloader = Reloader(source, given, defaults, dict(os.environ)) if source is not None else None
+    sys.exit(run(cfg, reloader, file.warnings))
 
 
 daemon_command = click.Command(

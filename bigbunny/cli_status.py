@@ -17,6 +17,7 @@ are shown only when the daemon reports them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -130,4 +131,23 @@ def format_customers(report: dict[str, Any]) -> str:
             lines.append(f"  {str(r.get('customer')):<40} memory {num(r.get('memory'))} B, "
                          f"stores {num(r.get('stores'))}, tombstones {num(r.get('tombstones'))}, "
                          f"rate-limited {num(r.get('rate_limited'))}")
+    return "\n".join(lines) + "\n"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, dict) and "ids" in v:
+        return f"keys {','.join(map(str, v['ids']))} (current {v.get('current')})"
+    return json.dumps(v) if isinstance(v, str | dict | list) else str(v)
+
+
+def format_reload(report: dict[str, Any]) -> str:
+    """``bbd reload``: what changed live, what needs a restart, what the file cannot set."""
+    lines = [f"reloaded {report.get('file')}"]
+    for key, title in (("changed", "changed"), ("restart_required", "needs a restart")):
+        for name, change in sorted((report.get(key) or {}).items()):
+            lines.append(f"  {title}: {name} {_value(change.get('from'))} -> {_value(change.get('to'))}")
+    if not report.get("changed") and not report.get("restart_required"):
+        lines.append("  no changes")
+    for name in report.get("overridden") or []:
+        lines.append(f"  ignored: {name} (set by a flag or environment variable)")
     return "\n".join(lines) + "\n"

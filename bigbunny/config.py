@@ -25,6 +25,14 @@ ENV_STORE_KEY_CURRENT = "SERIALD_STORE_KEY_CURRENT"
 ENV_ROUTING_SECRET = "SERIALD_ROUTING_SECRET"
 ENV_INTERNAL_TOKEN = "SERIALD_INTERNAL_TOKEN"
 
+# The option behind each secret's environment variable (a reload reports a file value they override).
+SECRET_ENV = {
+    "store_keys": ENV_STORE_KEYS,
+    "store_key_current": ENV_STORE_KEY_CURRENT,
+    "routing_secret": ENV_ROUTING_SECRET,
+    "internal_token": ENV_INTERNAL_TOKEN,
+}
+
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
@@ -238,25 +246,30 @@ def _production_error(flag: str, env: str) -> ConfigError:
 
 
 # --- the builder -------------------------------------------------------------------------------
-def build_config(opts: Mapping[str, Any], env: Mapping[str, str]) -> Config:
-    """Turn parsed flag values (missing/None = default) and the environment into a Config.
+def build_config(opts: Mapping[str, Any], env: Mapping[str, str], file: Mapping[str, Any] | None = None) -> Config:
+    """Turn parsed flag values (missing/None = default), the environment and the ``--config`` file's
+    values (see ``bigbunny.configfile``) into a Config: a flag wins over its variable, which wins
+    over the file.
 
     Fatal problems raise ConfigError in SPEC §8's order, then the §14 additions (site, peers, ...).
     """
+    file = file or {}
 
     def opt(name: str) -> Any:
         value = opts.get(name)
         if value is not None:
             return value
+        if file.get(name) is not None:
+            return file[name]
         f = Config.__dataclass_fields__[name]
         return f.default if f.default_factory is MISSING else f.default_factory()
 
     def text(name: str, env_name: str) -> str:
         value = opts.get(name)
         value = "" if value is None else str(value)
-        return value if value else env.get(env_name, "")
+        return value or env.get(env_name, "") or str(file.get(name) or "")
 
-    dev = bool(opts.get("dev") or False)
+    dev = bool(opt("dev"))
     store_keys = text("store_keys", ENV_STORE_KEYS)
     key_current = text("store_key_current", ENV_STORE_KEY_CURRENT)
     secret = text("routing_secret", ENV_ROUTING_SECRET)

@@ -85,6 +85,9 @@ BODY_TOO_LARGE = ApiError(413, "body too large")
 RATE_LIMITED = ApiError(429, "rate limit exceeded", "RateLimited", 1)
 PAGE_NOT_FOUND = ApiError(404, "page not found")
 INTERNAL = ApiError(500, "internal error")
+# POST /internal/reload: status and code of its JSON answer, whose "error" says what was wrong.
+INVALID_CONFIG = ApiError(422, "config file refused, nothing changed", "InvalidConfig")
+NO_CONFIG_FILE = ApiError(409, "no config file to reload (start bbd with --config)", "NoConfigFile")
 
 # Every error a shard may raise, in a fixed order: the wire carries the index (one small int).
 ERRORS: tuple[ApiError, ...] = (

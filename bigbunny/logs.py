@@ -29,9 +29,15 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
     # uvicorn's own loggers propagate to ours; its per-request access log stays off.
     logging.getLogger("uvicorn.access").disabled = True
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """The process's log level (at start and on a reload); uvicorn's own lines stay at warning or above."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
     logging.getLogger("uvicorn.error").setLevel(max(root.level, logging.WARNING))
 
 

@@ -58,6 +58,8 @@ OP_APPLY = 17  # a replicated store record (SPEC §7.4)
 OP_DUMP = 18  # every store, for a join snapshot (§7.6)
 OP_LOAD = 19  # replace/insert stores from a join snapshot
 OP_CUSTOMERS = 20  # store count per customer (operator view)
+OP_KEY_USE = 21  # stores sealed with given key ids (may a reload remove them?)
+OP_RECONFIGURE = 22  # settings a reload changed: {keys, current, log_level}, any subset
 
 # --- flags -------------------------------------------------------------------------------------
 F_BARRIER = 1  # join barrier held: mutation fails with JoinSyncing at its barrier step

@@ -98,6 +98,16 @@ class StoreEngine(ReplicaMixin):
             counts[st.customer] = counts.get(st.customer, 0) + 1
         return counts
 
+    def key_use(self, key_ids: list[str]) -> dict[str, int]:
+        """Stores whose ID is sealed with each of ``key_ids`` (``v1:<key id>:…``; walks every store)."""
+        counts = dict.fromkeys(key_ids, 0)
+        if key_ids:
+            prefixes = tuple(f"v1:{k}:" for k in key_ids)
+            for sid in self._stores:
+                if sid.startswith(prefixes):
+                    counts[sid[3 : sid.index(":", 3)]] += 1
+        return counts
+
     def get(self, sid: str) -> Store | None:
         """The store object, for read-only use (replication, join snapshots)."""
         return self._stores.get(sid)

@@ -8,6 +8,7 @@ the store-ID check, so an invalid ID still answers 400 while the barrier is held
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from bigbunny import errors, wire
 from bigbunny.errors import ApiError
 from bigbunny.sharding import shard_of
-from bigbunny.storeid import StoreIdCodec, StoreIdError
+from bigbunny.storeid import KeySet, StoreIdCodec, StoreIdError
 from shards import counterjson
 from shards.engine import StoreEngine
 
@@ -73,6 +74,8 @@ class ShardOps:
             wire.OP_DUMP: self.dump,
             wire.OP_LOAD: self.load,
             wire.OP_CUSTOMERS: self.customers,
+            wire.OP_KEY_USE: self.key_use,
+            wire.OP_RECONFIGURE: self.reconfigure,
         }
 
     def handle(self, hdr: list[Any], body: bytes) -> tuple[list[Any], bytes]:
@@ -91,8 +94,6 @@ class ShardOps:
             e.__traceback__ = e.__context__ = None  # errors are shared singletons: don't let frames pile up
             return [rid, errors.ERROR_INDEX.get(e, 0), None, None], b""
         except Exception:  # a bug must cost one request, not the shard
-            import logging
-
             logging.getLogger("bbd.shard").exception("op %r failed", hdr[1] if len(hdr) > 1 else None)
             return [rid, 0, None, None], b""
 
@@ -275,6 +276,22 @@ class ShardOps:
         elif kind == "R":
             engine.apply_unlock(sid, rec[4])
         return [0, customer]
+
+    def key_use(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, KEY_USE, ..., extra=[key_id, ...]]`` → a = {key_id: stores sealed with it}."""
+        return self.engine.key_use(list(hdr[8])), None, b""
+
+    def reconfigure(self, hdr: list[Any], body: bytes) -> Reply:
+        """``[rid, RECONFIGURE, ..., extra={keys, current, log_level}]`` → nothing. New keys replace the codec (and its
+        derived-key cache); a store already verified keeps that mark, which stays true for every key that
+        remains, and the supervisor removes only keys that seal no store."""
+        update = hdr[8]
+        if "keys" in update:
+            keys = KeySet({k: bytes.fromhex(v) for k, v in update["keys"].items()}, update["current"])
+            self.codec = StoreIdCodec(keys, self.codec.site, self.codec.verify_site)
+        if "log_level" in update:
+            logging.getLogger().setLevel(update["log_level"].upper())
+        return None, None, b""
 
     def customers(self, hdr: list[Any], body: bytes) -> Reply:
         """``[rid, CUSTOMERS]`` → a = {customer: store count}."""

@@ -56,6 +56,7 @@ def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any])
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the supervisor's; it sends what changed
     logging.basicConfig(
         level=settings.get("log_level", "INFO").upper(),
         format=f"%(asctime)s %(levelname)s bbd.shard.{index} %(message)s",

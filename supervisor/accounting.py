@@ -17,9 +17,7 @@ _UNLIMITED = 1 << 62
 
 class Accounting:
     def __init__(self, shards: int, memory_limit: int, customer_quota: int) -> None:
-        self.memory_limit = memory_limit if memory_limit > 0 else 0
-        self.customer_quota = customer_quota if customer_quota > 0 else 0
-        self.limited = bool(self.memory_limit or self.customer_quota)
+        self.set_limits(memory_limit, customer_quota)
         self.total = 0
         self.customer: defaultdict[str, int] = defaultdict(int)
         self.shard_customer: list[defaultdict[str, int]] = [defaultdict(int) for _ in range(shards)]
@@ -28,6 +26,13 @@ class Accounting:
         self.reserved_customer: defaultdict[str, int] = defaultdict(int)
         # refusals actually answered, by error code (the metrics and logs count what clients saw)
         self.rejections = {"CustomerQuotaExceeded": 0, "CapacityExceeded": 0, "TombstoneLimitExceeded": 0}
+
+    def set_limits(self, memory_limit: int, customer_quota: int) -> None:
+        """Apply new limits (a reload). Reservations in flight stay valid: ``release`` returns exactly what
+        ``reserve`` took, whatever the limits are now. Usage above a lowered limit stays; only growth is refused."""
+        self.memory_limit = memory_limit if memory_limit > 0 else 0
+        self.customer_quota = customer_quota if customer_quota > 0 else 0
+        self.limited = bool(self.memory_limit or self.customer_quota)
 
     def reserve(self, customer: str, need: int) -> list[int] | None:
         """Reserve up to ``need`` bytes of growth; returns the wire allowance or None if no limit is set."""

@@ -35,6 +35,13 @@ def _error(err: ApiError, headers: dict[str, str] | None = None) -> Response:
     return Response(err.message + "\n", err.status, h, media_type="text/plain; charset=utf-8")
 
 
+def _json(doc: dict[str, Any], err: ApiError | None = None) -> Response:
+    """A JSON answer: 200, or ``err``'s status and code (the document says what went wrong)."""
+    headers = {"BigBunny-Error-Code": err.code} if err is not None and err.code else None
+    body = json.dumps(doc, separators=(",", ":")) + "\n"
+    return Response(body, 200 if err is None else err.status, headers, media_type="application/json")
+
+
 def _text(body: str) -> Response:
     return Response(body, 200, media_type="text/plain")
 
@@ -120,6 +127,12 @@ def build_admin(node: Node) -> Starlette:
         return Response(json.dumps(await customer_report(node, int(raw)), separators=(",", ":")) + "\n",
                         200, media_type="application/json")
 
+    async def reload(request: Request) -> Response:
+        if node.reloader is None:
+            return _json({"applied": False, "error": errors.NO_CONFIG_FILE.message}, errors.NO_CONFIG_FILE)
+        report = await node.reloader.reload(node, "POST /internal/reload")
+        return _json(report.to_json(), None if report.applied else errors.INVALID_CONFIG)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
@@ -140,6 +153,7 @@ def build_admin(node: Node) -> Starlette:
         Route("/internal/customers", customers, methods=["GET"]),
         Route("/internal/promote", promote, methods=["POST"]),
         Route("/internal/release-lock/{id:str}", release_lock, methods=["POST"]),
+        Route("/internal/reload", reload, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.router.redirect_slashes = False  # §2.1: no trailing-slash normalisation ("/status/" is 404)

@@ -20,12 +20,14 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 import zmq
 
 from bigbunny.config import Config
 from bigbunny.logs import setup_logging
 from supervisor.node import Node
+from supervisor.reload import Reloader
 from supervisor.sdnotify import Notifier
 from supervisor.uds import BindError, bind_uds, remove_uds
 
@@ -54,10 +56,13 @@ def make_rundir(shards: int) -> str:
     return path
 
 
-def run(cfg: Config) -> int:
-    """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
+def run(cfg: Config, reloader: Reloader | None = None, warnings: Sequence[str] = ()) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the process exit code. With a ``reloader`` (``--config``)
+    SIGHUP re-reads the file; ``warnings`` are the file's, logged once logging is set up."""
     setup_logging(cfg.log_level, cfg.log_format)
-    for sig in (signal.SIGTERM, signal.SIGINT):  # from the bind on, a signal must never skip the cleanup
+    for warning in warnings:
+        log.warning("%s", warning)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # from the bind on, a signal must never skip the cleanup
         signal.signal(sig, _record_signal)
     try:
         sock = bind_uds(cfg.uds)
@@ -71,9 +76,9 @@ def run(cfg: Config) -> int:
         try:
             import uvloop
 
-            return uvloop.run(_main(cfg, sock, rundir))
+            return uvloop.run(_main(cfg, sock, rundir, reloader))
         except ImportError:
-            return asyncio.run(_main(cfg, sock, rundir))
+            return asyncio.run(_main(cfg, sock, rundir, reloader))
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -98,7 +103,17 @@ async def _systemd(notifier: Notifier, node: Node) -> None:
             notifier.notify("WATCHDOG=1")
 
 
-async def _main(cfg: Config, sock: object, rundir: str) -> int:
+def _on_hangup(node: Node, tasks: set[asyncio.Task[object]]) -> None:
+    """SIGHUP: reload in a task (its outcome is logged by the reloader); without --config, say so."""
+    if node.reloader is None:
+        log.warning("SIGHUP ignored: no --config file to reload")
+        return
+    task: asyncio.Task[object] = asyncio.get_running_loop().create_task(node.reloader.reload(node, "SIGHUP"))
+    tasks.add(task)  # the loop keeps only a weak reference to a task
+    task.add_done_callback(tasks.discard)
+
+
+async def _main(cfg: Config, sock: object, rundir: str, reloader: Reloader | None = None) -> int:
     from supervisor.admin import App
     from supervisor.gc import Collector
     from supervisor.httpserver import HttpLimits, make_server
@@ -115,6 +130,7 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
             server.force_exit = True
 
     node = Node(cfg, rundir)
+    node.reloader = reloader
     app = App(node)
     if cfg.peers:
         from supervisor.cluster import Cluster
@@ -130,8 +146,13 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
     server = make_server(app, limits, cfg.http_idle_timeout, DRAIN_TIMEOUT, cfg.max_store_size)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    for sig in _early_signals:  # a signal that arrived during start-up stops us now
-        on_signal(sig)
+    reloads: set[asyncio.Task[object]] = set()
+    loop.add_signal_handler(signal.SIGHUP, _on_hangup, node, reloads)
+    for sig in _early_signals:  # a signal that arrived during start-up acts now
+        if sig == signal.SIGHUP:
+            _on_hangup(node, reloads)  # the file may have changed after it was read
+        else:
+            on_signal(sig)
     node.pool.start()
     serve = loop.create_task(server.serve(sockets=[sock]))  # type: ignore[list-item]
     for _ in range(1000):  # listener first (≤ 1 s), then the shard processes
@@ -166,7 +187,7 @@ async def _main(cfg: Config, sock: object, rundir: str) -> int:
         await node.cluster.stop(budget)
     log.info("shutting down: stopping shards (≤ %.0f s)", SHARD_STOP_TIMEOUT)
     await node.pool.stop(SHARD_STOP_TIMEOUT)
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)
         signal.signal(sig, _record_signal)  # already stopping: a late signal must not cut the cleanup short
     return 0

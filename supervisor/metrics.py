@@ -77,6 +77,19 @@ class NodeCollector:
             reg.add_metric([state], states.get(state, 0))
         yield reg
         yield from self._replication()
+        yield from self._reloads()
+
+    def _reloads(self) -> Iterator[Metric]:
+        r = self.node.reloader
+        reloads = CounterMetricFamily("bbd_config_reloads", "config file reloads (SIGHUP, bbd reload) by result",
+                                      labels=["result"])
+        for result in ("applied", "refused"):
+            reloads.add_metric([result], r.results[result] if r is not None else 0)
+        yield reloads
+        yield GaugeMetricFamily("bbd_config_last_reload_timestamp_seconds",
+                                "when a reload was last applied (0 = never)", value=r.last_applied if r else 0.0)
+        yield GaugeMetricFamily("bbd_customer_memory_quota_bytes", "--customer-memory-quota (0 = none)",
+                                value=self.node.accounting.customer_quota)
 
     def _shards(self) -> Iterator[Metric]:
         node = self.node

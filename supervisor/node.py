@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bigbunny.config import Config
 from bigbunny.sharding import shard_of
@@ -21,6 +21,9 @@ from supervisor.registry import Registry
 from supervisor.role import RoleState
 from supervisor.shardpool import ShardPool
 from supervisor.tombstones import Tombstones
+
+if TYPE_CHECKING:
+    from supervisor.reload import Reloader
 
 
 class Node:
@@ -43,6 +46,7 @@ class Node:
         self.procinfo = ProcessReporter(self.pool)
         self.inflight_calls = 0  # shard calls not yet answered; a join snapshot waits for them to drain
         self.cluster: Any = None  # supervisor.cluster.Cluster when a peer is configured
+        self.reloader: Reloader | None = None  # with --config: SIGHUP and POST /internal/reload
 
     def replicate(self, record: list[Any], registry: bool = False) -> None:
         """Hand a mutation's record to replication (no-op without a peer or when not primary)."""

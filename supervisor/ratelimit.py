@@ -10,13 +10,18 @@ class RateLimiter:
     """Bucket starts full at ``burst``, refills at ``rate``/s; an admitted request costs one token."""
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = float(rate)
-        self.burst = float(burst)
-        self.enabled = rate > 0
         self.clock = clock
+        self.set_limits(rate, burst)
         self.buckets: dict[str, list[float]] = {}  # customer -> [tokens, last refill time]
         self.rejected = 0
         self.rejected_by: dict[str, int] = {}  # per customer, for the operator view (bounded below)
+
+    def set_limits(self, rate: float, burst: int) -> None:
+        """Apply a new rate and bucket size (a reload): existing buckets keep their tokens, capped at the
+        new size on their next request; buckets start full when limiting is switched on."""
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.enabled = rate > 0
 
     def allow(self, customer: str) -> bool:
         """Take a token for ``customer``; False (and nothing taken) when the bucket is empty."""

@@ -17,14 +17,18 @@ class Tombstones:
     def __init__(
         self, customer_limit: int, global_limit: int, clock: Callable[[], float] = time.time, lifetime: float = LIFETIME
     ) -> None:
-        self.customer_limit = max(customer_limit, 0)
-        self.global_limit = max(global_limit, 0)
+        self.set_limits(customer_limit, global_limit)
         self.clock = clock
         self.lifetime = lifetime
         self.entries: dict[str, tuple[float, str]] = {}
         self.per_customer: defaultdict[str, int] = defaultdict(int)
         self.pending = 0
         self.pending_customer: defaultdict[str, int] = defaultdict(int)
+
+    def set_limits(self, customer_limit: int, global_limit: int) -> None:
+        """Apply new limits (a reload); deletes already admitted finish, later ones see the new limits."""
+        self.customer_limit = max(customer_limit, 0)
+        self.global_limit = max(global_limit, 0)
 
     def __len__(self) -> int:
         return len(self.entries)

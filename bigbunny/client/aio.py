@@ -263,3 +263,4 @@ class AsyncBBClient(ClientBase):
     customers = awaitable(calls.customers)
     promote = awaitable(calls.promote)
     release_lock = awaitable(calls.release_lock)
+    reload = awaitable(calls.reload)

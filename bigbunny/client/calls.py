@@ -61,6 +61,7 @@ class Call(Generic[T]):
     body: bytes = b""
     replicas: int = 0
     timeout: float | None = None  # None: the client's default
+    error_message: Callable[[Response], str] | None = None  # None: the answer's body is the message
 
 
 def int_or_none(value: str | None) -> int | None:
@@ -77,13 +78,13 @@ def outcome(call: Call[T], resp: Response) -> T:
         if call.replicas and resp.headers.get("bigbunny-warning") == NOT_REPLICATED:
             raise NotReplicated(result, resp.headers)
         return result
-    raise answer_error(resp)
+    raise answer_error(resp, call.error_message)
 
 
-def answer_error(resp: Response) -> BBError:
+def answer_error(resp: Response, message: Callable[[Response], str] | None = None) -> BBError:
     return error_for(
         resp.status,
-        resp.text.rstrip("\r\n"),
+        message(resp) if message is not None else resp.text.rstrip("\r\n"),
         resp.headers.get("bigbunny-error-code") or None,
         int_or_none(resp.headers.get("retry-after")),
         resp.headers,
@@ -277,6 +278,19 @@ def release_lock(id: str, *, timeout: float | None = None) -> Call[str]:
     return Call("POST", f"/internal/release-lock/{_seg(id)}", _text, timeout=timeout)
 
 
+def _report_error(resp: Response) -> str:
+    try:
+        return str(_json.loads(resp.body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return resp.text.rstrip("\r\n")
+
+
+def reload(*, timeout: float | None = None) -> Call[dict[str, Any]]:
+    """Operator: re-read the daemon's config file and apply what can change live; returns the report. A
+    refused reload raises with the reason (``InvalidRequest`` ``InvalidConfig``, ``Conflict`` ``NoConfigFile``)."""
+    return Call("POST", "/internal/reload", _json_object, timeout=timeout, error_message=_report_error)
+
+
 # The public calls, in the order the clients list them.
 CALLS = (
     create,
@@ -297,4 +311,5 @@ CALLS = (
     customers,
     promote,
     release_lock,
+    reload,
 )

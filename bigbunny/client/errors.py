@@ -7,7 +7,7 @@ and ``headers``. Catch the subclass that says what to do about it:
 =====================  =============================================================  ============
 class                  answers                                                        applied?
 =====================  =============================================================  ============
-``InvalidRequest``     400, 401, 413 (malformed request, bad bounds, type mismatch)   no
+``InvalidRequest``     400, 401, 413, 422 (malformed request, bad bounds, bad config) no
 ``Forbidden``          403 ``Unauthorized`` (the ID belongs to another customer)      no
 ``NotFound``           404 ``NotFound``; its subclass ``Expired``: 410 ``StoreExpired``  no
 ``Conflict``           409 ``StoreLocked``, ``LockMismatch``, ``LockStateUnknown``,   no
@@ -131,6 +131,7 @@ _BY_STATUS: dict[int, type[BBError]] = {
     400: InvalidRequest,
     401: InvalidRequest,
     413: InvalidRequest,
+    422: InvalidRequest,
     403: Forbidden,
     404: NotFound,
     410: Expired,

@@ -208,3 +208,4 @@ class BBClient(ClientBase):
     customers = blocking(calls.customers)
     promote = blocking(calls.promote)
     release_lock = blocking(calls.release_lock)
+    reload = blocking(calls.reload)

@@ -136,7 +136,8 @@ def test_metrics_families_and_values(scenario: Scenario) -> None:
         "bbd_limit_rejections": "counter", "bbd_registry_entries": "gauge",
         "bbd_replication_queue_length": "gauge", "bbd_replication_lag_seconds": "gauge",
         "bbd_replication_fail_count": "gauge", "bbd_replication_dropped": "counter",
-        "bbd_peer_last_contact_seconds": "gauge",
+        "bbd_peer_last_contact_seconds": "gauge", "bbd_config_reloads": "counter",
+        "bbd_config_last_reload_timestamp_seconds": "gauge", "bbd_customer_memory_quota_bytes": "gauge",
     }
     assert types == expected
 
@@ -199,6 +200,12 @@ def test_metrics_families_and_values(scenario: Scenario) -> None:
     assert value(fam["bbd_replication_fail_count"]) == 0.0
     assert value(fam["bbd_replication_dropped"], "_total") == 0.0
     assert samples(fam["bbd_peer_last_contact_seconds"]) == {}
+
+    # no --config: no reload yet (test_reload.py covers them); the quota as configured
+    assert samples(fam["bbd_config_reloads"], "_total") == {(("result", "applied"),): 0.0,
+                                                            (("result", "refused"),): 0.0}
+    assert value(fam["bbd_config_last_reload_timestamp_seconds"]) == 0.0
+    assert value(fam["bbd_customer_memory_quota_bytes"]) == QUOTA
 
 
 def test_metrics_methods(scenario: Scenario) -> None:

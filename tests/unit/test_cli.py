@@ -85,16 +85,18 @@ def daemon_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     calls: dict[str, Any] = {"rc": 0}
 
-    def build_config(opts: Any, env: Any) -> str:
-        calls["opts"] = dict(opts)
+    def build_config(opts: Any, env: Any, file: Any = None) -> str:
+        calls["opts"], calls["file"] = dict(opts), file
         return "CFG"
 
-    def run(cfg: Any) -> int:
-        calls["cfg"] = cfg
+    def run(cfg: Any, reloader: Any = None, warnings: Any = ()) -> int:
+        calls["cfg"], calls["reloader"] = cfg, reloader
         return int(calls["rc"])
 
     monkeypatch.setattr(bigbunny.config, "build_config", build_config)
     monkeypatch.setitem(sys.modules, "supervisor.lifecycle", types.SimpleNamespace(run=run))
+    # not imported for real while build_config is the fake above: it would keep that one for good
+    monkeypatch.setitem(sys.modules, "supervisor.reload", types.SimpleNamespace(Reloader=None))
     return calls
 
 

@@ -218,3 +218,25 @@ def test_metrics_description_names_every_family(spec: dict[str, Any], node: Node
         exposed.add(fam.name + ("_total" if fam.type == "counter" else ""))
     described = set(re.findall(r"`(bbd_\w+)`", spec["paths"]["/metrics"]["get"]["description"]))
     assert described == exposed
+
+
+def test_reload_report_shape(spec: dict[str, Any], node: Node, tmp_path: Path) -> None:
+    from bigbunny.cli_daemon import daemon_command
+    from bigbunny.configfile import ConfigFile
+    from supervisor.reload import Reloader
+
+    conf = tmp_path / "bbd.toml"
+    conf.write_text("max-store-size = 100\n")
+    node.reloader = Reloader(ConfigFile(str(conf), tuple(daemon_command.params)), {"dev": True, "shards": 2}, {}, {})
+    try:
+        applied = asyncio.run(node.reloader.reload(node, "SIGHUP")).to_json()
+        conf.write_text("bogus = 1\n")
+        refused = asyncio.run(node.reloader.reload(node, "POST /internal/reload")).to_json()
+    finally:
+        node.reloader = None
+    props, required = _schema_keys(spec, "ReloadReport")
+    assert set(applied) == required and set(refused) == required | {"error"} and props == required | {"error"}
+    assert applied["restart_required"] == {"max-store-size": {"from": 2048, "to": 100}}
+    assert {applied["trigger"], refused["trigger"]} == set(spec["components"]["schemas"]["ReloadReport"]
+                                                            ["properties"]["trigger"]["enum"])
+    assert set(_schema_keys(spec, "ReloadRefused")[0]) == {"applied", "error"}
