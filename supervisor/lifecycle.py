@@ -2,8 +2,8 @@
 
 start: bind the sockets (the data socket, refusing a live daemon's; the admin socket; the metrics port)
 → private 0700 runtime dir for ipc endpoints → spawn shards (requests queue until they bind) → serve
-HTTP, one uvicorn server per socket. Signals only set a flag; the main
-coroutine acts. Shutdown (SIGTERM/SIGINT), total ≤ 10 s:
+HTTP, one uvicorn server per socket. Signals only set a flag; the main coroutine acts.
+Shutdown (SIGTERM/SIGINT), total ≤ 10 s:
 1. stop accepting and drain in-flight requests (uvicorn graceful shutdown, ≤ 5 s);
 2. stop the shards (SIGTERM, ≤ 3 s, then SIGKILL — a hung or stopped shard included) and reap them;
 3. remove the sockets and the runtime dir; exit 0.
