@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import Daemon, free_port
-from helpers import assert_error, call, snap
+from helpers import assert_error, call, snap, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from bigbunny.client import BBClient, Response
@@ -270,3 +270,19 @@ def test_uds_mode_group_and_ttl_start_up_errors(sockdir: str) -> None:
     assert refused(sockdir, "--default-ttl=0") == "invalid --default-ttl 0 (must be at least 1s)"
     usage = bbd("--dev", "--max-ttl=1.5s")
     assert usage.returncode == 2 and "whole number of seconds" in usage.stderr, usage
+
+
+# --- a pair: the primary applies the TTL bounds to writes a secondary relays ---------------------------
+def test_ttl_bounds_on_writes_relayed_by_the_secondary(cluster) -> None:
+    rig = cluster("--rate-limit=0", "--shards=1", f"--max-ttl={MAX_TTL}s", "--default-ttl=30m")
+    secondary = rig.n2.d
+    long = {"BigBunny-Not-Valid-After": str(MAX_TTL + 1)}
+    assert_error(call(secondary, "/api/v1/create", "pair-ttl", b"x", long), 400, TOO_LONG, "TTLTooLong")
+    sid = secondary.client("pair-ttl").create(b"relayed")  # no TTL: the primary's --default-ttl
+
+    def replicated_ttl() -> int | None:
+        r = snap(secondary, "pair-ttl", sid)  # served from node2's own replica
+        return int(r.headers["bigbunny-not-valid-after"]) if r.status == 200 else None
+
+    ttl = wait_until(replicated_ttl, 5, "the store on the secondary")
+    assert DEFAULT_TTL - 10 <= ttl <= DEFAULT_TTL
