@@ -10,6 +10,7 @@ primary but not confirmed in time prints its usual output, then ``warning: NotRe
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -57,11 +58,15 @@ T = TypeVar("T")
 EXIT_NOT_REPLICATED = 3
 
 
-def _command(name: str, *, store: bool = True, positional: bool = True, write: bool = False) -> Deco:
-    """Register a subcommand with the shared ``--uds`` (and ``--customer``, and for writes ``--replicas``)
-    options and ``ARGS...``."""
+def _command(
+    name: str, *, store: bool = True, positional: bool = True, write: bool = False, admin: bool = False
+) -> Deco:
+    """Register a subcommand with the shared ``--uds`` (and ``--customer``) options and ``ARGS...``; writes
+    also take ``--replicas``; ``admin`` commands also take ``--admin-uds``, which replaces ``--uds`` when set."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if admin:
+            fn = _on_admin_socket(fn)
         if write:
             fn = click.option(
                 "--replicas",
@@ -78,6 +83,15 @@ def _command(name: str, *, store: bool = True, positional: bool = True, write: b
         return client_group.command(name, help=COMMANDS[name][1])(fn)
 
     return wrap
+
+
+def _on_admin_socket(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def command(uds: str, admin_uds: str, **kw: Any) -> Any:
+        return fn(uds=admin_uds or uds, **kw)
+
+    return click.option("--admin-uds", default="", envvar="SERIALD_ADMIN_UDS",
+                        help="the daemon's admin socket (default: --uds)")(command)
 
 
 def _fail(message: str) -> None:
@@ -162,14 +176,14 @@ def status_cmd(uds: str, as_json: bool) -> None:
     click.echo(format_status(status), nl=False)
 
 
-@_command("promote", store=False, positional=False)
+@_command("promote", store=False, positional=False, admin=True)
 def promote_cmd(uds: str) -> None:
     with _session("promote", uds) as client:
         client.promote()
         click.echo("promoted to PRIMARY")
 
 
-@_command("reload", store=False, positional=False)
+@_command("reload", store=False, positional=False, admin=True)
 @click.option("--json", "as_json", is_flag=True, help="print the raw JSON report")
 def reload_cmd(uds: str, as_json: bool) -> None:
     with _session("reload", uds) as client:
@@ -182,7 +196,7 @@ def reload_cmd(uds: str, as_json: bool) -> None:
     click.echo(format_reload(report), nl=False)
 
 
-@_command("customers", store=False, positional=False)
+@_command("customers", store=False, positional=False, admin=True)
 @click.option("--top", default=10, show_default=True, type=click.IntRange(1, 100_000), help="rows per table")
 @click.option("--json", "as_json", is_flag=True, help="print the raw JSON")
 def customers_cmd(uds: str, top: int, as_json: bool) -> None:
@@ -196,7 +210,7 @@ def customers_cmd(uds: str, top: int, as_json: bool) -> None:
     click.echo(format_customers(report), nl=False)
 
 
-@_command("release-lock", store=False)
+@_command("release-lock", store=False, admin=True)
 def release_lock_cmd(uds: str, args: tuple[str, ...]) -> None:
     sid = _one(args, "release-lock")
     with _session("release-lock", uds) as client:

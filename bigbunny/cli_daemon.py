@@ -35,11 +35,34 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in re
 
 DURATION = Duration()
 
+
+class Ttl(click.ParamType):  # type: ignore[type-arg]
+    """A TTL in whole seconds: a Go-style duration that may also use days (``14d``, ``1d12h``, ``0``)."""
+
+    name = "ttl"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        from bigbunny.durations import parse_ttl_seconds
+
+        try:
+            return parse_ttl_seconds(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+TTL = Ttl()
+
 # (flag, type, default, help) — names and defaults as in SPEC §8, plus the §14 additions.
 _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("host-id", str, "host1", "node identity"),
     ("site", str, "local", "key-derivation site, ^[a-z0-9-]{1,16}$"),
     ("uds", str, "/tmp/bbd.sock", "client API Unix socket path"),
+    ("uds-mode", str, "0600", "permission bits of the --uds socket (octal)"),
+    ("uds-group", str, "", "group owning the --uds socket (default: the daemon's)"),
+    ("admin-uds", str, "", "socket for /internal/* and /metrics, mode 0600 (env SERIALD_ADMIN_UDS)"),
+    ("metrics-addr", str, "", "HOST:PORT serving /metrics, /healthz, /readyz over TCP (default: off)"),
     ("tcp", str, ":8080", "inter-node bind host:port"),
     ("peers", str, "", "comma list of id@host:port or host:port"),
     ("memory-limit", int, 0, "global memory limit in bytes (<= 0: none)"),
@@ -62,6 +85,8 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("shards", int, None, "shard worker processes (default: CPU count)"),
     ("lock-timeout", DURATION, "500ms", "modify lock duration"),
     ("max-store-size", int, 2048, "largest store/request body in bytes"),
+    ("default-ttl", TTL, "14d", "TTL of a store created without a TTL header"),
+    ("max-ttl", TTL, "0", "largest TTL a request may set; above it: 400 (0: no bound)"),
     ("gc-interval", DURATION, "30s", "expired-store collection period (primary)"),
     ("log-level", click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False), "info",
      "log level"),
@@ -70,7 +95,7 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
 ]
 
 
-_METAVARS: dict[Any, str] = {str: "string", int: "int", float: "float", DURATION: "duration"}
+_METAVARS: dict[Any, str] = {str: "string", int: "int", float: "float", DURATION: "duration", TTL: "ttl"}
 
 
 def _option(name: str, type_: Any, default: Any, help_: str) -> click.Option:

@@ -7,16 +7,18 @@ exact one-line fatal message of SPEC §8, so the CLI only prints ``str(err)`` to
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
-from bigbunny.durations import format_duration
+from bigbunny.durations import format_duration, format_ttl, parse_ttl_seconds
 from bigbunny.storeid import KEY_ID_RE, SITE_RE, KeySet
 
-__all__ = ["ConfigError", "Config", "Peer", "build_config", "parse_peers", "parse_store_keys"]
+__all__ = ["ConfigError", "Config", "Peer", "build_config", "format_addr", "parse_host_port", "parse_peers",
+           "parse_store_keys"]
 
 log = logging.getLogger("bbd.config")
 
@@ -24,17 +26,20 @@ ENV_STORE_KEYS = "SERIALD_STORE_KEYS"
 ENV_STORE_KEY_CURRENT = "SERIALD_STORE_KEY_CURRENT"
 ENV_ROUTING_SECRET = "SERIALD_ROUTING_SECRET"
 ENV_INTERNAL_TOKEN = "SERIALD_INTERNAL_TOKEN"
+ENV_ADMIN_UDS = "SERIALD_ADMIN_UDS"
 
-# The option behind each secret's environment variable (a reload reports a file value they override).
-SECRET_ENV = {
+# The option behind each environment variable build_config reads (a reload reports a file value they override).
+OPTION_ENV = {
     "store_keys": ENV_STORE_KEYS,
     "store_key_current": ENV_STORE_KEY_CURRENT,
     "routing_secret": ENV_ROUTING_SECRET,
     "internal_token": ENV_INTERNAL_TOKEN,
+    "admin_uds": ENV_ADMIN_UDS,
 }
 
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 LOG_FORMATS = ("text", "json")
+MAX_TTL = 9_223_372_036  # the largest TTL a request may carry (supervisor.requests.MAX_TTL)
 
 
 class ConfigError(Exception):
@@ -63,6 +68,10 @@ class Config:
     host_id: str = "host1"
     site: str = "local"
     uds: str = "/tmp/bbd.sock"
+    uds_mode: int = 0o600
+    uds_group: int | None = None  # gid of --uds-group; None = the daemon's own group
+    admin_uds: str = ""  # "" = the admin routes stay on the data socket
+    metrics_addr: tuple[str, int] | None = None  # (host, port) of --metrics-addr; None = off
     tcp: str = ":8080"
     peers: tuple[Peer, ...] = ()
     memory_limit: int = 0
@@ -87,6 +96,8 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"
     gc_interval: float = 30.0
+    default_ttl: int = 1_209_600  # seconds (14 d): a create without a TTL header
+    max_ttl: int = 0  # seconds; 0 = no bound beyond the int64 wrap (requests.MAX_TTL)
 
     @property
     def verify_site(self) -> bool:
@@ -104,6 +115,10 @@ class Config:
             f"host_id={self.host_id}",
             f"site={self.site}",
             f"uds={self.uds}",
+            f"uds_mode={self.uds_mode:04o}",
+            f"uds_group={'-' if self.uds_group is None else self.uds_group}",
+            f"admin_uds={self.admin_uds or '-'}",
+            f"metrics_addr={format_addr(self.metrics_addr) if self.metrics_addr else '-'}",
             f"tcp={self.tcp}",
             f"peers={peers}",
             f"dev={str(self.dev).lower()}",
@@ -120,6 +135,7 @@ class Config:
             f"tombstone_limits={self.tombstone_customer_limit}/{self.tombstone_global_limit}",
             f"lock_timeout={dur(self.lock_timeout)}",
             f"max_store_size={self.max_store_size}",
+            f"ttl=default:{self.default_ttl}s,max:{f'{self.max_ttl}s' if self.max_ttl else 'off'}",
             f"http_timeouts=read:{dur(self.http_read_timeout)},header:{dur(self.http_read_header_timeout)},"
             f"write:{dur(self.http_write_timeout)},idle:{dur(self.http_idle_timeout)}",
             f"http_max_header_bytes={self.http_max_header_bytes}",
@@ -241,6 +257,105 @@ def parse_peers(spec: str | Iterable[str]) -> tuple[Peer, ...]:
     return tuple(peers)
 
 
+def parse_host_port(spec: str) -> tuple[str, int]:
+    """``HOST:PORT`` / ``[v6]:PORT`` / ``:PORT`` (all interfaces) → ``(host, port)``; ValueError if malformed."""
+    host, sep, port = spec.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+        raise ValueError("want HOST:PORT with a port of 0-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 host goes in brackets: [::1]:9100")
+    return host, int(port)
+
+
+def format_addr(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _socket_mode(value: Any) -> int:
+    """``--uds-mode``: octal text (``0660``, ``660``) or an int; the owner must keep read and write."""
+    text = str(value).strip() if not isinstance(value, int) else f"{value:o}"
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"invalid --uds-mode {_q(str(value))} (octal permission bits, e.g. 0660)")
+    if mode & 0o600 != 0o600:
+        raise ConfigError(f"invalid --uds-mode {mode:04o} (the owner needs read and write: 06xx)")
+    return mode
+
+
+def _group_id(name: str) -> int | None:
+    """``--uds-group``: a group name or a numeric gid that exists on this host; "" = keep the daemon's."""
+    name = name.strip()
+    if not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        pass
+    if name.isascii() and name.isdigit():
+        try:
+            return grp.getgrgid(int(name)).gr_gid
+        except (KeyError, OverflowError):
+            pass
+    raise ConfigError(f"unknown group {_q(name)} (--uds-group)")
+
+
+def _ttl(value: Any, flag: str) -> int:
+    """A TTL flag's value in whole seconds: from the flag parser (int) or text such as ``14d``."""
+    if isinstance(value, int | float):
+        seconds = value
+    else:
+        try:
+            seconds = parse_ttl_seconds(str(value).strip())
+        except ValueError as e:
+            raise ConfigError(f"invalid {flag} {_q(str(value))}: {e}") from None
+    if seconds != int(seconds) or not 0 <= seconds <= MAX_TTL:
+        raise ConfigError(f"invalid {flag} {_q(str(value))} (whole seconds, 0 to {MAX_TTL})")
+    return int(seconds)
+
+
+def _listen_settings(opt: Any, uds: str, admin: str) -> dict[str, Any]:
+    """The admin socket (``admin``: flag, else environment, else file), the data socket's permissions and
+    the metrics listener (issue 13)."""
+    admin = admin.strip()
+    if admin:
+        if os.path.abspath(admin) == os.path.abspath(uds):
+            raise ConfigError(f"--admin-uds must differ from --uds (both are {_q(admin)})")
+        if os.path.isdir(admin):
+            raise ConfigError(f"invalid --admin-uds {_q(admin)}: is a directory")
+        parent = os.path.dirname(os.path.abspath(admin))
+        if not os.path.isdir(parent):
+            raise ConfigError(f"invalid --admin-uds {_q(admin)}: directory {_q(parent)} does not exist")
+    metrics_addr = None
+    raw = str(opt("metrics_addr") or "").strip()
+    if raw:
+        try:
+            metrics_addr = parse_host_port(raw)
+        except ValueError as e:
+            raise ConfigError(f"invalid --metrics-addr {_q(raw)}: {e}") from None
+    return {
+        "admin_uds": admin,
+        "uds_mode": _socket_mode(opt("uds_mode")),
+        "uds_group": _group_id(str(opt("uds_group") or "")),
+        "metrics_addr": metrics_addr,
+    }
+
+
+def _ttl_settings(opt: Any) -> dict[str, int]:
+    default_ttl = _ttl(opt("default_ttl"), "--default-ttl")
+    max_ttl = _ttl(opt("max_ttl"), "--max-ttl")
+    if default_ttl < 1:
+        raise ConfigError("invalid --default-ttl 0 (must be at least 1s)")
+    if max_ttl and default_ttl > max_ttl:
+        raise ConfigError(f"--default-ttl {format_ttl(default_ttl)} is above --max-ttl {format_ttl(max_ttl)}")
+    return {"default_ttl": default_ttl, "max_ttl": max_ttl}
+
+
 def _production_error(flag: str, env: str) -> ConfigError:
     return ConfigError(f"production mode requires --{flag} or {env} (use --dev for dev mode)")
 
@@ -339,11 +454,14 @@ def build_config(opts: Mapping[str, Any], env: Mapping[str, str], file: Mapping[
     disable_site_verification = bool(opt("disable_site_verification"))
     if disable_site_verification:
         log.warning("site verification disabled: store IDs and inter-node messages are not bound to the site")
+    uds = str(opt("uds"))
 
     return Config(
         host_id=host_id,
         site=site,
-        uds=str(opt("uds")),
+        uds=uds,
+        **_listen_settings(opt, uds, text("admin_uds", ENV_ADMIN_UDS)),
+        **_ttl_settings(opt),
         tcp=str(opt("tcp")),
         peers=peers,
         memory_limit=int(opt("memory_limit")),

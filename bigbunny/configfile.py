@@ -69,6 +69,8 @@ def _expected(option: click.Option) -> tuple[str, tuple[type, ...]]:
         return "a number", (int, float)
     if option.type.name == "duration":
         return "a duration string (\"500ms\") or seconds", (str, int, float)
+    if option.type.name == "ttl":
+        return "a TTL string (\"14d\") or whole seconds", (str, int)
     return "a string", (str,)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["NEVER_NS", "format_duration", "parse_duration", "parse_duration_ns"]
+__all__ = ["NEVER_NS", "format_duration", "format_ttl", "parse_duration", "parse_duration_ns", "parse_ttl_seconds"]
 
 NEVER_NS = 2**63 - 1
 """Largest Go duration; ``/status`` shows it for "never" (``2562047h47m16.854775807s``)."""
@@ -23,11 +23,13 @@ _UNITS: dict[str, int] = {
     "m": 60_000_000_000,
     "h": 3_600_000_000_000,
 }
+# TTL flags also take days (``14d``): a TTL of weeks in hours (``336h``) is hard to read.
+_TTL_UNITS: dict[str, int] = {**_UNITS, "d": 86_400_000_000_000}
 # One component: digits, optional fraction, then the unit = everything up to the next digit or dot.
 _COMPONENT_RE = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
 
 
-def parse_duration_ns(text: str) -> int:
+def parse_duration_ns(text: str, units: dict[str, int] = _UNITS) -> int:
     """Parse a Go duration into integer nanoseconds (fractions below 1 ns are truncated, as in Go)."""
     s = text
     neg = False
@@ -48,7 +50,7 @@ def parse_duration_ns(text: str) -> int:
             raise ValueError(f"invalid duration {text!r}")
         if not unit:
             raise ValueError(f"missing unit in duration {text!r}")
-        scale = _UNITS.get(unit)
+        scale = units.get(unit)
         if scale is None:
             raise ValueError(f"unknown unit {unit!r} in duration {text!r}")
         total += int(whole or "0") * scale
@@ -67,6 +69,26 @@ def parse_duration_ns(text: str) -> int:
 def parse_duration(text: str) -> float:
     """Parse a Go duration (``1h2m3.5s``, ``500ms``, ``0``) into seconds; ValueError if malformed."""
     return parse_duration_ns(text) / 1e9
+
+
+def parse_ttl_seconds(text: str) -> int:
+    """A TTL flag (``14d``, ``36h``, ``90m``, ``0``): a Go duration that may also use ``d``, in whole seconds."""
+    ns = parse_duration_ns(text, _TTL_UNITS)
+    if ns % 1_000_000_000:
+        raise ValueError(f"TTL {text!r} is not a whole number of seconds")
+    return ns // 1_000_000_000
+
+
+def format_ttl(seconds: int) -> str:
+    """``1209600`` → ``14d``, ``90000`` → ``1d1h``: the TTL flags' own notation, for messages and logs."""
+    if seconds <= 0:
+        return "0"
+    out = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        n, seconds = divmod(seconds, size)
+        if n:
+            out.append(f"{n}{unit}")
+    return "".join(out)
 
 
 def _frac(value: int, prec: int) -> tuple[int, str]:

@@ -66,6 +66,8 @@ OVERFLOW = ApiError(409, "counter overflow", "Overflow")
 VALUE_OUT_OF_BOUNDS = ApiError(400, "value out of bounds", "ValueOutOfBounds")
 INVALID_BOUNDS = ApiError(400, "invalid bounds", "InvalidBounds")
 NAME_EXISTS = ApiError(409, "name already exists", "NameExists")
+# The supervisor answers it with the node's --max-ttl in the message (StoreApi.ttl_too_long).
+TTL_TOO_LONG = ApiError(400, "TTL above the maximum", "TTLTooLong")
 
 # --- plain errors: malformed requests and the deliberately opaque invalid store ID ------------
 INVALID_STORE_ID = ApiError(400, "invalid store ID")
@@ -115,5 +117,6 @@ ERRORS: tuple[ApiError, ...] = (
     BODY_TOO_LARGE,
     UNAUTHORIZED,
     INVALID_TTL,
+    TTL_TOO_LONG,
 )
 ERROR_INDEX: dict[ApiError, int] = {e: i for i, e in enumerate(ERRORS)}

@@ -70,6 +70,7 @@ F_NAMED = 16  # create-by-name semantics for counter detection
 F_JSON = 32  # request Content-Type is application/json (create-by-name counters)
 F_TOO_LARGE = 64  # body exceeded the limit: fail with 413 at the body step (body not sent)
 F_BAD_TTL = 128  # TTL header out of range: fail with 400 invalid TTL at the TTL step
+F_TTL_TOO_LONG = 256  # TTL header above --max-ttl: fail with 400 TTLTooLong at the TTL step
 
 OK = -1
 

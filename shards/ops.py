@@ -28,6 +28,7 @@ _FLAG_ERRORS: dict[int, ApiError] = {
     wire.F_LOCK_UNKNOWN: errors.LOCK_STATE_UNKNOWN,
     wire.F_TOO_LARGE: errors.BODY_TOO_LARGE,
     wire.F_BAD_TTL: errors.INVALID_TTL,
+    wire.F_TTL_TOO_LONG: errors.TTL_TOO_LONG,
     wire.F_BARRIER: errors.JOIN_SYNCING,
     wire.F_NO_TOMBSTONE: errors.TOMBSTONE_LIMIT,
 }
@@ -160,7 +161,7 @@ class ShardOps:
         """``[rid, COMPLETE, sid, cust, ttl, flags, lock, allow]`` → a = growth."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
         shard_id = self._open(sid, customer, self.replicate)
-        _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE, wire.F_BAD_TTL, wire.F_BARRIER)
+        _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE, wire.F_BAD_TTL, wire.F_TTL_TOO_LONG, wire.F_BARRIER)
         growth = self.engine.complete_modify(sid, customer, hdr[6], body, hdr[4], self._allow(hdr))
         self._put_record("U", shard_id, sid)
         return growth, None, b""
@@ -178,7 +179,7 @@ class ShardOps:
         """``[rid, UPDATE, sid, cust, ttl, flags, None, allow]`` → a = growth."""
         sid, customer, flags = hdr[2], hdr[3], hdr[5]
         self._open(sid, customer)
-        _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE, wire.F_BAD_TTL)
+        _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE, wire.F_BAD_TTL, wire.F_TTL_TOO_LONG)
         if flags & wire.F_BARRIER:  # 404/410 before the barrier
             self.engine.check_live(sid, customer)
             raise errors.JOIN_SYNCING
@@ -193,7 +194,7 @@ class ShardOps:
         # §13 fix 15: counters are covered by the lock-unknown window too
         _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE)
         delta = counterjson.parse_delta(body)
-        _check(flags, wire.F_BAD_TTL, wire.F_BARRIER)
+        _check(flags, wire.F_BAD_TTL, wire.F_TTL_TOO_LONG, wire.F_BARRIER)
         if flags & wire.F_DECREMENT:
             delta = -delta
         out, growth = self.engine.add(sid, customer, delta, hdr[4], self._allow(hdr))

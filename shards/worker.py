@@ -64,7 +64,7 @@ def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any])
     log = logging.getLogger(f"bbd.shard.{index}")
     keys = KeySet({k: bytes.fromhex(v) for k, v in settings["keys"].items()}, settings["current"])
     codec = StoreIdCodec(keys, settings["site"], settings["verify_site"])
-    engine = StoreEngine(lock_timeout=settings["lock_timeout"])
+    engine = StoreEngine(lock_timeout=settings["lock_timeout"], default_ttl=settings["default_ttl"])
     ops = ShardOps(index, shards, engine, codec, replicate=bool(settings.get("replicate")))
 
     ctx = zmq.Context(1)

@@ -1,7 +1,9 @@
 """Non-hot routes on Starlette: ``/status`` and the operator endpoints under ``/internal/``.
 
 Starlette handles routing, HEAD and 405s here; its HTTP errors are rendered by the same error
-format as the API (plain text, nosniff) so every answer of the daemon looks alike.
+format as the API (plain text, nosniff) so every answer of the daemon looks alike. Each listener gets
+its own :class:`App`, whose surface (``supervisor.listeners``) decides which routes it has: a route it
+lacks answers ``404 page not found``, exactly like a path the daemon never had.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from bigbunny import errors, wire
 from bigbunny.errors import ApiError
 from supervisor import metrics, status
 from supervisor.channel import ShardDown
+from supervisor.listeners import EVERYTHING, Surface
 from supervisor.node import Node
+from supervisor.requests import ApiRequest
 
 log = logging.getLogger("bbd.admin")
 
@@ -74,7 +78,9 @@ async def customer_report(node: Node, top: int) -> dict[str, Any]:
     return out
 
 
-def build_admin(node: Node) -> Starlette:
+def build_admin(node: Node, surface: Surface = EVERYTHING) -> Starlette:
+    """The Starlette app of one listener: the routes below that ``surface`` keeps."""
+
     async def get_status(request: Request) -> Response:
         body = status.encode(await status.status_document(node))
         return Response(body, 200, media_type="application/json")
@@ -155,20 +161,30 @@ def build_admin(node: Node) -> Starlette:
         Route("/internal/release-lock/{id:str}", release_lock, methods=["POST"]),
         Route("/internal/reload", reload, methods=["POST"]),
     ]
+    routes = [r for r in routes if surface.keep(r.path)]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.router.redirect_slashes = False  # §2.1: no trailing-slash normalisation ("/status/" is 404)
     return app
 
 
-class App:
-    """The node's HTTP handlers: ``api`` answers ``/api/v1/*`` (called by the HTTP protocol directly,
-    without ASGI); the app itself is the ASGI app for every other path."""
+class NoApi:
+    """``/api/v1`` on a listener that does not serve the API (admin socket, metrics port): 404."""
 
-    def __init__(self, node: Node) -> None:
+    def handle(self, req: ApiRequest) -> None:
+        req.out.error(req, errors.PAGE_NOT_FOUND)
+
+
+class App:
+    """One listener's HTTP handlers: ``api`` answers ``/api/v1/*`` (called by the HTTP protocol directly,
+    without ASGI); the app itself is the ASGI app for every other path. Listeners that serve the API
+    share one ``StoreApi`` (pass ``api``)."""
+
+    def __init__(self, node: Node, surface: Surface = EVERYTHING, api: Any = None) -> None:
         from supervisor.api import StoreApi
 
-        self.api = StoreApi(node)
-        self.admin = build_admin(node)
+        self.surface = surface
+        self.api: Any = (api or StoreApi(node)) if surface.api else NoApi()
+        self.admin = build_admin(node, surface)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         await self.admin(scope, receive, send)

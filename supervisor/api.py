@@ -27,7 +27,7 @@ from bigbunny.sharding import shard_of
 from bigbunny.storeid import CUSTOMER_RE
 from supervisor.channel import DOWN, ShardDown
 from supervisor.node import Node
-from supervisor.requests import BAD_TTL, ApiRequest, decode_segment, parse_ttl
+from supervisor.requests import BAD_TTL, MAX_TTL, TTL_TOO_LONG, ApiRequest, decode_segment, parse_ttl
 from supervisor.responses import ALLOW_POST, DEGRADED, JSON, METHOD_NOT_ALLOWED, NONE, OCTETS, TEXT
 from supervisor.role import JOINING, PRIMARY
 
@@ -54,6 +54,8 @@ class StoreApi:
 
         self.node = node
         self.max_body = node.cfg.max_store_size
+        self.max_ttl = node.cfg.max_ttl or MAX_TTL
+        self.ttl_too_long = ApiError(400, f"TTL above the maximum of {self.max_ttl} seconds", "TTLTooLong")
         self._customers: dict[bytes, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stats = node.stats
@@ -188,6 +190,8 @@ class StoreApi:
         if err == DOWN:
             return errors.SHARD_UNAVAILABLE
         e = errors.ERRORS[err]
+        if e is errors.TTL_TOO_LONG:
+            return self.ttl_too_long
         if e.status == 507 or e is errors.TOMBSTONE_LIMIT:
             self.node.accounting.count_rejection(e.code)
             _limits_log.log(logging.WARNING, f"{e.code}:{customer}", "refused %s for customer %s: %s",
@@ -212,10 +216,21 @@ class StoreApi:
         return res
 
     def ttl_and_flags(self, req: ApiRequest, flags: int) -> tuple[Any, int]:
-        ttl = parse_ttl(req.wanted[1], False)
+        ttl = parse_ttl(req.wanted[1], False, self.max_ttl)
         if ttl is BAD_TTL:
             return None, flags | wire.F_BAD_TTL
+        if ttl is TTL_TOO_LONG:
+            return None, flags | wire.F_TTL_TOO_LONG
         return ttl, flags
+
+    def create_ttl(self, raw: bytes | None) -> int | None:
+        """The TTL header of a create (§2.4: checked after the body); raises its 400."""
+        ttl = parse_ttl(raw, True, self.max_ttl)
+        if ttl is BAD_TTL:
+            raise errors.INVALID_TTL
+        if ttl is TTL_TOO_LONG:
+            raise self.ttl_too_long
+        return ttl  # type: ignore[no-any-return]
 
     def warning(self) -> bytes:
         """§2.12 DegradedWrite header, judged before this write replicates."""
@@ -226,9 +241,7 @@ class StoreApi:
         warn = self.warning()
         if req.too_large:
             raise errors.BODY_TOO_LARGE
-        ttl = parse_ttl(req.wanted[1], True)
-        if ttl is BAD_TTL:
-            raise errors.INVALID_TTL
+        ttl = self.create_ttl(req.wanted[1])
         node = self.node
         sid, shard_id, shard = node.minter.mint(customer)
         allow = node.accounting.reserve(customer, len(req.body) + _OVERHEAD)

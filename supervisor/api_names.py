@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING
 
 from bigbunny import errors, wire
 from supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record, entry_record, valid_name
-from supervisor.requests import BAD_TTL, ApiRequest, parse_ttl
+from supervisor.requests import ApiRequest
 from supervisor.responses import NONE, TEXT
 
 if TYPE_CHECKING:
     from supervisor.api import StoreApi
-
-DEFAULT_TTL = 1_209_600
 
 
 def _name(param: str) -> str:
@@ -74,9 +72,7 @@ class NamesApi:
         if req.too_large:
             raise errors.BODY_TOO_LARGE
         body = req.body
-        ttl = parse_ttl(req.ttl, True)
-        if ttl is BAD_TTL:
-            raise errors.INVALID_TTL
+        ttl = self.api.create_ttl(req.ttl)
         if self.node.role.barrier:
             raise errors.JOIN_SYNCING
         self._check_free(reg.get(customer, name), reuse)  # §2.4: the reservation step comes last
@@ -93,7 +89,7 @@ class NamesApi:
             raise
         self.node.accounting.apply(shard, customer, res[1])
         sid = res[3].decode()
-        if not reg.commit(entry, sid, time.time() + (DEFAULT_TTL if ttl is None else ttl)):
+        if not reg.commit(entry, sid, time.time() + (self.node.cfg.default_ttl if ttl is None else ttl)):
             await self._force_delete(sid, customer)
             raise errors.NAME_CREATING  # another request took the name over meanwhile
         self._put(entry)

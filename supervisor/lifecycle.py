@@ -1,11 +1,13 @@
 """Daemon lifecycle: start-up, the running phase, and bounded, logged shutdown phases.
 
-start: bind the Unix socket (refusing a live daemon's) → private 0700 runtime dir for ipc endpoints →
-spawn shards (requests queue until they bind) → serve HTTP. Signals only set a flag; the main
-coroutine acts. Shutdown (SIGTERM/SIGINT), total ≤ 10 s:
+start: bind the sockets (the data socket, refusing a live daemon's; the admin socket; the metrics port)
+→ private 0700 runtime dir for ipc endpoints → spawn shards (requests queue until they bind) → serve
+HTTP, one uvicorn server per socket. Signals only set a flag; the main coroutine acts. SIGHUP re-reads
+the ``--config`` file in a task (``supervisor.reload``) and never stops the daemon.
+Shutdown (SIGTERM/SIGINT), total ≤ 10 s:
 1. stop accepting and drain in-flight requests (uvicorn graceful shutdown, ≤ 5 s);
 2. stop the shards (SIGTERM, ≤ 3 s, then SIGKILL — a hung or stopped shard included) and reap them;
-3. remove the socket and the runtime dir; exit 0.
+3. remove the sockets and the runtime dir; exit 0.
 A second SIGINT/SIGTERM skips the drain.
 """
 
@@ -26,10 +28,11 @@ import zmq
 
 from bigbunny.config import Config
 from bigbunny.logs import setup_logging
+from supervisor.listeners import Listener, close_listeners, open_listeners
 from supervisor.node import Node
 from supervisor.reload import Reloader
 from supervisor.sdnotify import Notifier
-from supervisor.uds import BindError, bind_uds, remove_uds
+from supervisor.uds import BindError
 
 log = logging.getLogger("bbd.supervisor")
 DRAIN_TIMEOUT = 5.0
@@ -65,9 +68,9 @@ def run(cfg: Config, reloader: Reloader | None = None, warnings: Sequence[str] =
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # from the bind on, a signal must never skip the cleanup
         signal.signal(sig, _record_signal)
     try:
-        sock = bind_uds(cfg.uds)
+        listeners = open_listeners(cfg)
     except BindError as e:
-        print(f"failed to listen on UDS {cfg.uds}: {e}", file=sys.stderr)
+        print(e, file=sys.stderr)
         return 1
     rundir = None
     try:
@@ -76,15 +79,14 @@ def run(cfg: Config, reloader: Reloader | None = None, warnings: Sequence[str] =
         try:
             import uvloop
 
-            return uvloop.run(_main(cfg, sock, rundir, reloader))
+            return uvloop.run(_main(cfg, listeners, rundir, reloader))
         except ImportError:
-            return asyncio.run(_main(cfg, sock, rundir, reloader))
+            return asyncio.run(_main(cfg, listeners, rundir, reloader))
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        sock.close()
-        remove_uds(cfg.uds)
+        close_listeners(listeners)
         if rundir:
             shutil.rmtree(rundir, ignore_errors=True)
         log.info("stopped")
@@ -113,7 +115,7 @@ def _on_hangup(node: Node, tasks: set[asyncio.Task[object]]) -> None:
     task.add_done_callback(tasks.discard)
 
 
-async def _main(cfg: Config, sock: object, rundir: str, reloader: Reloader | None = None) -> int:
+async def _main(cfg: Config, listeners: list[Listener], rundir: str, reloader: Reloader | None = None) -> int:
     from supervisor.admin import App
     from supervisor.gc import Collector
     from supervisor.httpserver import HttpLimits, make_server
@@ -127,11 +129,13 @@ async def _main(cfg: Config, sock: object, rundir: str, reloader: Reloader | Non
         hits += 1
         stop.set()  # only record; the coroutine below acts
         if hits > 1:
-            server.force_exit = True
+            for server in servers:
+                server.force_exit = True
 
     node = Node(cfg, rundir)
     node.reloader = reloader
-    app = App(node)
+    app = App(node, listeners[0].surface)  # the data socket: the one that serves the API
+    apps = [app] + [App(node, lst.surface) for lst in listeners[1:]]
     if cfg.peers:
         from supervisor.cluster import Cluster
 
@@ -143,7 +147,7 @@ async def _main(cfg: Config, sock: object, rundir: str, reloader: Reloader | Non
     limits = HttpLimits(
         cfg.http_max_header_bytes, cfg.http_read_header_timeout, cfg.http_read_timeout, cfg.http_write_timeout
     )
-    server = make_server(app, limits, cfg.http_idle_timeout, DRAIN_TIMEOUT, cfg.max_store_size)
+    servers = [make_server(a, limits, cfg.http_idle_timeout, DRAIN_TIMEOUT, cfg.max_store_size) for a in apps]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     reloads: set[asyncio.Task[object]] = set()
@@ -154,9 +158,9 @@ async def _main(cfg: Config, sock: object, rundir: str, reloader: Reloader | Non
         else:
             on_signal(sig)
     node.pool.start()
-    serve = loop.create_task(server.serve(sockets=[sock]))  # type: ignore[list-item]
-    for _ in range(1000):  # listener first (≤ 1 s), then the shard processes
-        if server.started or serve.done():
+    serves = [loop.create_task(server.serve(sockets=[lst.sock])) for server, lst in zip(servers, listeners)]
+    for _ in range(1000):  # listeners first (≤ 1 s), then the shard processes
+        if all(server.started for server in servers) or any(serve.done() for serve in serves):
             break
         await asyncio.sleep(0.001)
     node.pool.spawn_all()
@@ -168,15 +172,16 @@ async def _main(cfg: Config, sock: object, rundir: str, reloader: Reloader | Non
     systemd = loop.create_task(_systemd(notifier, node)) if notifier.enabled else None
     expiry = loop.create_task(Collector(node, cfg.gc_interval).run())
     waiter = loop.create_task(stop.wait())
-    await asyncio.wait([serve, waiter], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([*serves, waiter], return_when=asyncio.FIRST_COMPLETED)
     stopping_at = time.monotonic()
     if systemd is not None:
         systemd.cancel()
     notifier.notify("STOPPING=1")
     log.info("shutting down: draining requests (≤ %.0f s)", DRAIN_TIMEOUT)
-    server.should_exit = True
+    for server in servers:
+        server.should_exit = True
     try:
-        await asyncio.wait_for(serve, DRAIN_TIMEOUT + 1)
+        await asyncio.wait_for(asyncio.gather(*serves), DRAIN_TIMEOUT + 1)
     except (TimeoutError, Exception) as e:  # noqa: BLE001 - shutdown must go on whatever happened
         log.warning("HTTP drain ended early: %r", e)
     expiry.cancel()

@@ -88,6 +88,7 @@ def shard_settings(cfg: Config) -> dict[str, Any]:
         "site": cfg.site,
         "verify_site": not cfg.disable_site_verification,
         "lock_timeout": cfg.lock_timeout,
+        "default_ttl": cfg.default_ttl,
         "log_level": cfg.log_level,
         "supervisor_pid": os.getpid(),
         "replicate": bool(cfg.peers),

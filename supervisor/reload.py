@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bigbunny import wire
-from bigbunny.config import SECRET_ENV, Config, ConfigError, build_config
+from bigbunny.config import OPTION_ENV, Config, ConfigError, build_config, format_addr
 from bigbunny.configfile import ConfigFile, layer
 from bigbunny.durations import format_duration
 from bigbunny.logs import set_level
@@ -137,7 +137,7 @@ class Reloader:
 
     def _overridden(self, values: Mapping[str, Any]) -> list[str]:
         return sorted(_flag(name) for name in values
-                      if self.given.get(name) not in (None, "") or self.env.get(SECRET_ENV.get(name, ""), ""))
+                      if self.given.get(name) not in (None, "") or self.env.get(OPTION_ENV.get(name, ""), ""))
 
     def _show(self, f: dataclasses.Field[Any], value: Any) -> Any:
         if not f.repr:
@@ -146,6 +146,10 @@ class Reloader:
             return {"ids": sorted(value.keys), "current": value.current}
         if f.name in self.durations:
             return format_duration(round(float(value) * 1e9))
+        if f.name == "metrics_addr":
+            return format_addr(value) if value else ""
+        if f.name == "uds_mode":
+            return f"{value:04o}"
         if isinstance(value, tuple):  # peers
             return ",".join(f"{p.id}@{p.address}" for p in value)
         return value if isinstance(value, bool | int | float | str) or value is None else str(value)

@@ -9,6 +9,7 @@ from urllib.parse import unquote_to_bytes
 
 MAX_TTL = 9_223_372_036  # beyond this the reference's TTL × 10⁹ ns wraps int64 (§13 fix 8: refuse)
 BAD_TTL = object()  # sentinel: the header parsed but its value is refused
+TTL_TOO_LONG = object()  # sentinel: the header parsed but is above --max-ttl
 _INT_RE = re.compile(rb"[+-]?[0-9]+")
 _TRUE = {b"1", b"true", b"yes", b"y", b"on"}
 
@@ -101,8 +102,9 @@ def decode_segment(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def parse_ttl(raw: bytes | None, creating: bool) -> Any:
-    """TTL header (§2.9 + §13 fix 8): None = absent/unparsable, an int, or BAD_TTL."""
+def parse_ttl(raw: bytes | None, creating: bool, limit: int = MAX_TTL) -> Any:
+    """TTL header (§2.9 + §13 fix 8): None = absent/unparsable, an int, BAD_TTL, or TTL_TOO_LONG when it
+    is above ``limit`` (``--max-ttl``)."""
     if raw is None:
         return None
     v = raw.strip()
@@ -113,4 +115,6 @@ def parse_ttl(raw: bytes | None, creating: bool) -> Any:
         return None
     if n > MAX_TTL or (creating and n <= 0):
         return BAD_TTL
+    if n > limit:
+        return TTL_TOO_LONG
     return n

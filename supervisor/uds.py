@@ -1,21 +1,26 @@
-"""Binding the public Unix socket: never steal a live daemon's socket, never leave it world-writable."""
+"""Binding a Unix socket: never steal a live daemon's socket, never open it wider than asked, not even briefly.
+
+Permissions are applied without a window: the socket file is born 0600 (bound under umask 0177), then
+gets its group (``--uds-group``) and only then its final mode (``--uds-mode``), and ``listen()`` comes
+last. Until ``listen()`` nobody can connect at all (``connect`` is refused), and the group is set before
+the mode widens, so at no moment can anyone outside the final owner and group reach the daemon. Any
+failure to apply them is fatal: a socket with other permissions than configured is never served.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import stat
-
-log = logging.getLogger("bbd.uds")
 
 
 class BindError(Exception):
     pass
 
 
-def bind_uds(path: str, backlog: int = 4096) -> socket.socket:
-    """Bind ``path`` with mode 0600. An existing socket that answers is a live daemon: refuse."""
+def bind_uds(path: str, mode: int = 0o600, gid: int | None = None, backlog: int = 4096) -> socket.socket:
+    """Bind ``path`` with ``mode`` (and group ``gid``), then listen. An existing socket that answers is a
+    live daemon: refuse."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -47,10 +52,17 @@ def bind_uds(path: str, backlog: int = 4096) -> socket.socket:
         raise BindError(e.strerror or str(e)) from e
     finally:
         os.umask(old)
+    step = ""
     try:
-        os.chmod(path, 0o600)
+        if gid is not None:
+            step = f"set group {gid}"
+            os.chown(path, -1, gid)  # still 0600 here: the group gains access only with the mode below
+        step = f"set mode {mode:04o}"
+        os.chmod(path, mode)
     except OSError as e:
-        log.warning("chmod 0600 %s failed: %s", path, e)
+        sock.close()
+        remove_uds(path)
+        raise BindError(f"cannot {step}: {e.strerror or e}") from e
     sock.listen(backlog)
     sock.setblocking(False)
     return sock

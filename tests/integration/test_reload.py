@@ -7,17 +7,22 @@ Waiting is always a bounded poll; nothing sleeps to synchronise.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers import call, snap, wait_until
+from helpers import assert_error, call, snap, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from bigbunny.client import BBClient, BBConnectionError, BBError
@@ -334,3 +339,41 @@ def test_key_rotation_across_a_pair(cluster, conf, cust) -> None:
     assert (s.snapshot(old).body, s.snapshot(new).body) == (b"old", b"new")
     write(conf, f'store-keys = "2:{K2}"\n')  # 3. too early: the secondary's replica still uses key 1
     refused(rig.n2.d, "store key '1' is still in use (1 stores sealed with it)")
+
+
+# --- the socket and TTL flags in the file (issue 13: 1, 2, 5 with 4) ---------------------------------------
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="bbr", dir="/tmp")  # short: UDS paths max out at 107 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_socket_and_ttl_flags_from_the_file_and_reload_on_the_admin_socket(daemon_factory, conf, sockdir) -> None:
+    admin = os.path.join(sockdir, "admin")
+    write(conf, f'admin-uds = "{admin}"\nuds-mode = "0660"\nmax-ttl = "1h"\ndefault-ttl = 1800\nrate-limit = 10\n')
+    d = daemon_factory(f"--config={conf}")
+    assert stat.S_IMODE(os.lstat(d.sock).st_mode) == 0o660
+    assert stat.S_IMODE(os.lstat(admin).st_mode) == 0o600
+    long = {"BigBunny-Not-Valid-After": "3601"}
+    assert_error(call(d, "/api/v1/create", "ttl", b"x", long), 400, "TTL above the maximum of 3600 seconds",
+                 "TTLTooLong")
+    sid = d.client("ttl").create(b"x")
+    assert 1790 <= int(snap(d, "ttl", sid).headers["bigbunny-not-valid-after"]) <= 1800
+    # /internal/reload (like every /internal/ route) is on the admin socket only; bbd reload goes there.
+    assert_error(call(d, "/internal/reload"), 404, "page not found")
+    r = bbd_cli("reload", f"--uds={d.sock}")
+    assert (r.returncode, r.stderr) == (1, "reload failed: page not found\n")
+    write(conf, f'admin-uds = "{admin}2"\nuds-mode = "0600"\nmax-ttl = "2h"\ndefault-ttl = 1800\nrate-limit = 20\n')
+    r = bbd_cli("reload", "--json", f"--uds={d.sock}", f"--admin-uds={admin}")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["changed"] == {"rate-limit": {"from": 10.0, "to": 20.0}}
+    assert report["restart_required"] == {"admin-uds": {"from": admin, "to": f"{admin}2"},
+                                          "uds-mode": {"from": "0660", "to": "0600"},
+                                          "max-ttl": {"from": 3600, "to": 7200}}
+    # The running sockets and bound stay until a restart.
+    assert stat.S_IMODE(os.lstat(d.sock).st_mode) == 0o660 and not os.path.exists(f"{admin}2")
+    assert_error(call(d, "/api/v1/create", "ttl", b"x", long), 400, "TTL above the maximum of 3600 seconds",
+                 "TTLTooLong")
+    assert "reload (POST /internal/reload): max-ttl differs (running 3600, file 7200): needs a restart" in d.log()

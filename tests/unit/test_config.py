@@ -297,3 +297,63 @@ def test_summary_dev() -> None:
 def test_config_error_is_plain_exception() -> None:
     e = ConfigError("boom")
     assert str(e) == "boom" and not isinstance(e, ValueError)
+
+
+# --- issue 13: sockets, metrics listener, TTL bounds ----------------------------------------------------
+def test_issue13_defaults() -> None:
+    c = build_config({"dev": True}, {})
+    assert (c.uds_mode, c.uds_group, c.admin_uds, c.metrics_addr) == (0o600, None, "", None)
+    assert (c.default_ttl, c.max_ttl) == (1_209_600, 0)
+    assert "uds_mode=0600 uds_group=- admin_uds=- metrics_addr=-" in c.summary()
+    assert "ttl=default:1209600s,max:off" in c.summary()
+
+
+def test_admin_uds_from_flag_or_environment(tmp_path) -> None:
+    flag, env = str(tmp_path / "a"), str(tmp_path / "b")
+    assert build_config({"dev": True, "admin_uds": flag}, {"SERIALD_ADMIN_UDS": env}).admin_uds == flag
+    assert build_config({"dev": True}, {"SERIALD_ADMIN_UDS": env}).admin_uds == env
+    rel = os.path.relpath(Config().uds)  # the same file spelled another way is still the same socket
+    assert err({"dev": True, "admin_uds": rel}) == f'--admin-uds must differ from --uds (both are "{rel}")'
+
+
+@pytest.mark.parametrize(("value", "mode"), [("0660", 0o660), ("660", 0o660), ("0600", 0o600), (0o640, 0o640),
+                                             ("0666", 0o666)])
+def test_uds_mode(value: object, mode: int) -> None:
+    assert build_config({"dev": True, "uds_mode": value}, {}).uds_mode == mode
+
+
+@pytest.mark.parametrize("value", ["0400", "0060", "1777", "rw", "08", "-1"])
+def test_uds_mode_refused(value: str) -> None:
+    assert err({"dev": True, "uds_mode": value}).startswith("invalid --uds-mode")
+
+
+def test_uds_group_by_name_or_gid() -> None:
+    import grp
+
+    g = grp.getgrgid(os.getgid())
+    assert build_config({"dev": True, "uds_group": g.gr_name}, {}).uds_group == g.gr_gid
+    assert build_config({"dev": True, "uds_group": str(g.gr_gid)}, {}).uds_group == g.gr_gid
+    assert err({"dev": True, "uds_group": "no-such-group-x"}) == 'unknown group "no-such-group-x" (--uds-group)'
+
+
+@pytest.mark.parametrize(("spec", "addr"), [("127.0.0.1:9100", ("127.0.0.1", 9100)), (":9100", ("", 9100)),
+                                            ("[::1]:9100", ("::1", 9100)), ("localhost:0", ("localhost", 0))])
+def test_metrics_addr(spec: str, addr: tuple[str, int]) -> None:
+    c = build_config({"dev": True, "metrics_addr": spec}, {})
+    assert c.metrics_addr == addr
+    assert f"metrics_addr={spec}" in c.summary()
+
+
+@pytest.mark.parametrize("spec", ["9100", "host:", "host:port", "::1:9100", "h:65536"])
+def test_metrics_addr_refused(spec: str) -> None:
+    assert err({"dev": True, "metrics_addr": spec}).startswith(f'invalid --metrics-addr "{spec}": ')
+
+
+def test_ttl_bounds() -> None:
+    c = build_config({"dev": True, "default_ttl": 3600, "max_ttl": "1d"}, {})
+    assert (c.default_ttl, c.max_ttl) == (3600, 86_400)
+    assert build_config({"dev": True, "default_ttl": "2h", "max_ttl": 7200}, {}).default_ttl == 7200
+    assert err({"dev": True, "max_ttl": 3600}) == "--default-ttl 14d is above --max-ttl 1h"
+    assert err({"dev": True, "default_ttl": 0}) == "invalid --default-ttl 0 (must be at least 1s)"
+    assert err({"dev": True, "max_ttl": "soon"}).startswith('invalid --max-ttl "soon": ')
+    assert err({"dev": True, "max_ttl": 9_223_372_037}).startswith("invalid --max-ttl")

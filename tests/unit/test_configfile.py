@@ -209,3 +209,26 @@ def test_configuration_doc_example_is_the_ops_file(tmp_path: Path) -> None:
     text = blocks[0].split("```")[0]
     assert _example_config(text, tmp_path)[1] == _example_config((ROOT / "ops" / "bbd.toml.example").read_text(),
                                                                  tmp_path)[1]
+
+
+def test_socket_and_ttl_flags_in_the_file(tmp_path: Path) -> None:
+    admin = str(tmp_path / "admin.sock")
+    values = read(tmp_path, f'admin-uds = "{admin}"\nuds-mode = "0660"\nmetrics-addr = "127.0.0.1:9464"\n'
+                            'max-ttl = "30d"\ndefault-ttl = 3600\n')
+    assert values == {"admin_uds": admin, "uds_mode": "0660", "metrics_addr": "127.0.0.1:9464",
+                      "max_ttl": 2_592_000, "default_ttl": 3600}
+    cfg = build_config(layer({}, {}, values), {}, {**values, "dev": True})
+    assert (cfg.admin_uds, cfg.uds_mode, cfg.metrics_addr, cfg.max_ttl, cfg.default_ttl) == (
+        admin, 0o660, ("127.0.0.1", 9464), 2_592_000, 3600)
+    # flag > SERIALD_ADMIN_UDS > file, as for the secrets
+    env = {"SERIALD_ADMIN_UDS": str(tmp_path / "env.sock")}
+    assert build_config(layer({}, {}, values), env, {**values, "dev": True}).admin_uds == env["SERIALD_ADMIN_UDS"]
+    flag = {"admin_uds": str(tmp_path / "flag.sock")}
+    assert build_config(layer(flag, {}, values), env, {**values, "dev": True}).admin_uds == flag["admin_uds"]
+    assert refused(tmp_path, "max-ttl = 1.5\n").endswith("key 'max-ttl': expected a TTL string (\"14d\") or whole "
+                                                          "seconds, got float")
+    assert "key 'max-ttl': " in refused(tmp_path, 'max-ttl = "3x"\n')
+    assert refused(tmp_path, "uds-mode = 0o660\n").endswith("key 'uds-mode': expected a string, got integer")
+    with pytest.raises(ConfigError, match="above --max-ttl"):
+        vals = read(tmp_path, 'max-ttl = "1h"\ndefault-ttl = "2h"\n')
+        build_config(layer({}, {}, vals), {}, {**vals, "dev": True})

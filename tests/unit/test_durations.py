@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bigbunny.durations import NEVER_NS, format_duration, parse_duration, parse_duration_ns
+from bigbunny.durations import (
+    NEVER_NS,
+    format_duration,
+    format_ttl,
+    parse_duration,
+    parse_duration_ns,
+    parse_ttl_seconds,
+)
 
 S = 1_000_000_000
 
@@ -119,3 +126,28 @@ def test_parse_returns_seconds() -> None:
     assert parse_duration("30s") == 30.0
     assert parse_duration("500ms") == 0.5
     assert parse_duration("2m") == 120.0
+
+
+# --- TTL flags: Go durations plus days, in whole seconds ------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("14d", 1_209_600), ("1d12h", 129_600), ("36h", 129_600), ("90m", 5400), ("3600s", 3600), ("0", 0),
+     ("1.5d", 129_600), ("1500ms", None), ("1x", None), ("", None), ("d", None)],
+)
+def test_parse_ttl_seconds(text: str, seconds: int | None) -> None:
+    if seconds is None:
+        with pytest.raises(ValueError):
+            parse_ttl_seconds(text)
+    else:
+        assert parse_ttl_seconds(text) == seconds
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(1_209_600, "14d"), (90_061, "1d1h1m1s"), (3600, "1h"), (0, "0")])
+def test_format_ttl(seconds: int, text: str) -> None:
+    assert format_ttl(seconds) == text
+    assert parse_ttl_seconds(text) == seconds
+
+
+def test_plain_durations_still_have_no_days() -> None:
+    with pytest.raises(ValueError, match="unknown unit 'd'"):
+        parse_duration("1d")
