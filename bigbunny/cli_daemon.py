@@ -61,6 +61,9 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("lock-timeout", DURATION, "500ms", "modify lock duration"),
     ("max-store-size", int, 2048, "largest store/request body in bytes"),
     ("gc-interval", DURATION, "30s", "expired-store collection period (primary)"),
+    ("min-replicas-max-lag", DURATION, None, "refuse writes while the secondary lags more (0: off; "
+     "env SERIALD_MIN_REPLICAS_MAX_LAG)"),
+    ("replica-wait-timeout", DURATION, "1s", "longest wait of a BigBunny-Replicas: 1 write"),
     ("log-level", click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False), "info",
      "log level"),
     ("log-format", click.Choice(["text", "json"], case_sensitive=False), "text", "log format"),

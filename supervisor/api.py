@@ -27,8 +27,8 @@ from bigbunny.sharding import shard_of
 from bigbunny.storeid import CUSTOMER_RE
 from supervisor.channel import DOWN, ShardDown
 from supervisor.node import Node
-from supervisor.requests import BAD_TTL, ApiRequest, decode_segment, parse_ttl
-from supervisor.responses import ALLOW_POST, DEGRADED, JSON, METHOD_NOT_ALLOWED, NONE, OCTETS, TEXT
+from supervisor.requests import BAD_TTL, ApiRequest, decode_segment, parse_replicas, parse_ttl
+from supervisor.responses import ALLOW_POST, DEGRADED, JSON, METHOD_NOT_ALLOWED, NONE, NOT_REPLICATED, OCTETS, TEXT
 from supervisor.role import JOINING, PRIMARY
 
 Result = tuple[int, Any, Any, bytes, Any]
@@ -103,6 +103,19 @@ class StoreApi:
             _limits_log.log(logging.INFO, f"rate:{customer}", "rate limit: refusing customer %s", customer)
             self.error(req, errors.RATE_LIMITED)
             return
+        if req.wanted[6] is not None:
+            try:
+                req.replicas = parse_replicas(req.wanted[6])
+            except ApiError as e:
+                self.error(req, e)
+                return
+        # §15: past write_until the lead is in doubt or the replica lags (supervisor.writegate)
+        if route[2] and req.t0 > node.write_until and self._gated(req, route, customer, param):
+            return
+        self._serve(req, route, customer, param)
+
+    def _serve(self, req: ApiRequest, route: tuple[Callable[..., Any], bool, bool, str], customer: str,
+               param: bytes) -> None:
         try:
             coro = route[0](req, customer, decode_segment(param))
         except ApiError as e:
@@ -115,6 +128,34 @@ class StoreApi:
             return
         if coro is not None:
             self.spawn(req, coro)
+
+    def _gated(self, req: ApiRequest, route: Any, customer: str, param: bytes) -> bool:
+        """The write gate's slow path: True if it answers ``req`` (or will, from a task)."""
+        node = self.node
+        gate = node.cluster.gate
+        if req.t0 > node.lead_until:
+            self.spawn(req, self._after_lead_check(req, route, customer, param))
+            return True
+        if req.t0 > gate.lag_until:
+            gate.refused += 1
+            _limits_log.log(logging.WARNING, "no-replicas", "refusing writes: the secondary lags more than %s ms",
+                            round(gate.max_lag * 1000))
+            self.error(req, errors.NO_REPLICAS)
+            return True
+        return False
+
+    async def _after_lead_check(self, req: ApiRequest, route: Any, customer: str, param: bytes) -> None:
+        """Serve a write once the lead is confirmed; having lost it, relay the write to the new
+        primary (it was not applied here) or refuse it."""
+        node = self.node
+        if not await node.cluster.gate.lead_check():
+            if node.role.role == PRIMARY:  # cannot happen: a lost lead means a step-down
+                raise errors.LEAD_LOST
+            await self._forward(req)
+            return
+        req.t0 = perf_counter()  # what the lag rule judges: now, not when the write arrived
+        if not self._gated(req, route, customer, param):
+            self._serve(req, route, customer, param)
 
     def _customer(self, raw: bytes | None) -> Any:
         """Validated customer string, or the ApiError to answer (§14: checked on entry)."""
@@ -217,13 +258,26 @@ class StoreApi:
             return None, flags | wire.F_BAD_TTL
         return ttl, flags
 
-    def warning(self) -> bytes:
-        """§2.12 DegradedWrite header, judged before this write replicates."""
+    def warning(self, req: ApiRequest) -> bytes:
+        """§2.12 DegradedWrite header, judged before this write replicates; §15 NotReplicated at once
+        for ``BigBunny-Replicas: 1`` without a peer."""
+        if req.replicas and self.node.cluster is None:
+            return NOT_REPLICATED
         return DEGRADED if self.node.degraded() else b""
+
+    async def settled(self, req: ApiRequest, warn: bytes) -> bytes:
+        """A multi-step write's warning once it may be acknowledged (see ``supervisor.writegate``)."""
+        cl = self.node.cluster
+        if cl is None or not (req.replicas or perf_counter() > self.node.lead_until):
+            return warn
+        extra = await cl.gate.settle(req, cl.sender.seq)
+        if extra is None:
+            raise errors.LEAD_LOST
+        return warn.replace(DEGRADED, b"") + extra if extra else warn
 
     # --- endpoints ---------------------------------------------------------------------------
     def create(self, req: ApiRequest, customer: str, _: str) -> None:
-        warn = self.warning()
+        warn = self.warning(req)
         if req.too_large:
             raise errors.BODY_TOO_LARGE
         ttl = parse_ttl(req.wanted[1], True)
@@ -243,7 +297,7 @@ class StoreApi:
                     self.lock_flags())
 
     def complete_modify(self, req: ApiRequest, customer: str, sid: str) -> None:
-        warn = self.warning()
+        warn = self.warning(req)
         lock = req.lock
         if not lock:
             raise errors.MISSING_LOCK_ID
@@ -261,7 +315,7 @@ class StoreApi:
                     self.lock_flags(), lock.decode("latin-1"))
 
     def update(self, req: ApiRequest, customer: str, sid: str) -> None:
-        warn = self.warning()
+        warn = self.warning(req)
         too_large = req.too_large
         ttl, flags = self.ttl_and_flags(req, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
         allow = None if too_large else self.node.accounting.reserve(customer, max(len(req.body), _COUNTER_GROWTH))
@@ -275,7 +329,7 @@ class StoreApi:
         self._add(req, customer, sid, wire.F_DECREMENT)
 
     def _add(self, req: ApiRequest, customer: str, sid: str, flags: int) -> None:
-        warn = self.warning()
+        warn = self.warning(req)
         sid = sid.strip()
         if not sid:
             raise errors.MISSING_STORE_ID
@@ -287,7 +341,7 @@ class StoreApi:
                     flags, None, allow, None, req.body)
 
     def delete(self, req: ApiRequest, customer: str, sid: str) -> None:
-        warn = self.warning()
+        warn = self.warning(req)
         tombs = self.node.tombstones
         admitted = tombs.admit(sid, customer)
         flags = self.barrier_flag() | (wire.F_NO_TOMBSTONE if admitted is False else 0)
@@ -326,6 +380,10 @@ class _Call:
                 return
             if record is not None:
                 node.replicate(record)
+                # §15: the answer waits if the lead is in doubt (say the loop was frozen since submit)
+                # or the client asked for the secondary's acknowledgement
+                if self.req.replicas or perf_counter() > node.lead_until:
+                    node.cluster.gate.hold(self.req)
             self.done(api, self.req, self.customer, self.shard, self.state, a, b, body)
         except Exception:  # a bug must cost this request a 500, never leave it unanswered
             log.exception("%s failed", self.req.label)

@@ -29,6 +29,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from bigbunny import wire
@@ -73,6 +74,7 @@ class Sender:
         self.unsent = 0  # entries at the tail of the window never sent yet (always a suffix)
         self._last_flush = 0.0
         self._last_batch = 0  # records in the last message sent by flush()
+        self.urgent_until = 0.0  # perf_counter: until then batches ask the secondary to ack once applied
 
     # --- state ---------------------------------------------------------------------------------
     def reset(self, stream: str) -> None:
@@ -173,7 +175,8 @@ class Sender:
             self._send_batch(batch)
 
     def _send_batch(self, batch: list[list[Any]]) -> None:
-        ok = self.send(peerlink.REPL, self.node.role.epoch, [self.stream, batch, self.dropped_upto])
+        urgent = self.urgent_until > 0.0 and perf_counter() < self.urgent_until
+        ok = self.send(peerlink.REPL, self.node.role.epoch, [self.stream, batch, self.dropped_upto, urgent])
         if not ok or not self.link_alive():
             self._failed()
 
@@ -230,9 +233,11 @@ def gather_interval(last_batch: int) -> float:
 class Receiver:
     """Applies the primary's stream on a secondary, in order."""
 
-    def __init__(self, node: Node, on_gap: Callable[[str], None]) -> None:
+    def __init__(self, node: Node, on_gap: Callable[[str], None], on_urgent: Callable[[], None] | None = None) -> None:
         self.node = node
         self.on_gap = on_gap
+        self.on_urgent = on_urgent  # acknowledge now: the primary holds a write's answer for it
+        self.urgent_upto = 0  # acknowledge as soon as this sequence number is applied
         self.stream = ""
         self.applied = 0  # highest sequence number applied
         self.received = 0  # highest sequence number accepted (applied, being applied, or queued)
@@ -243,7 +248,7 @@ class Receiver:
         self.stream, self.applied, self.received = stream, base_seq, base_seq
         self._queue.clear()
 
-    def on_batch(self, stream: str, items: list[list[Any]], dropped_upto: int = 0) -> None:
+    def on_batch(self, stream: str, items: list[list[Any]], dropped_upto: int = 0, urgent: bool = False) -> None:
         if stream != self.stream:
             self.on_gap(f"records from unknown stream {stream!r}")
             return
@@ -259,6 +264,8 @@ class Receiver:
             self._queue.append((seq, record, held_since))
             self.received = seq
             expect += 1
+        if urgent:
+            self.urgent_upto = self.received
         if self._queue and not self._busy:
             self._busy = True
             asyncio.get_running_loop().create_task(self._apply_queue())
@@ -279,6 +286,10 @@ class Receiver:
                     await asyncio.gather(*(_apply_batch(self.node, i, batch) for i, batch in per_shard.items()))
                 if self.stream == stream and items[0][0] == self.applied + 1:
                     self.applied = items[-1][0]
+                    if self.urgent_upto and self.applied >= self.urgent_upto:
+                        self.urgent_upto = 0
+                        if self.on_urgent is not None:
+                            self.on_urgent()
         finally:
             self._busy = False
 

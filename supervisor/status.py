@@ -35,6 +35,8 @@ async def status_document(node: Node) -> dict[str, Any]:
             "replication_fail_count": snd.fail_count,
             "last_replication_fail": "" if snd.last_fail is None else _since(snd.last_fail, now),
             "replication_dropped": snd.dropped,
+            "writes_refused_no_replicas": cl.gate.refused,  # §15
+            "replica_lag_ms": cl.gate.lag_ms(),
         }
     return {
         "host_id": node.cfg.host_id,
