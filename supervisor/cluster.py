@@ -251,9 +251,7 @@ class Cluster(JoinProtocol):
         self.leader = sender
         self.ever_saw_primary = True
         self.role.last_leader_seen = time.monotonic()
-        self.step_down(f"{sender} leads at epoch {epoch}")
-        if self.join_id is None and time.monotonic() - self.join_attempt >= JOIN_RETRY:
-            self.request_join()
+        self.step_down(f"{sender} leads at epoch {epoch}")  # the tick asks for the join (see on_heartbeat)
 
     def request_rejoin(self, why: str) -> None:
         if self.role.role == SECONDARY:
@@ -281,7 +279,10 @@ class Cluster(JoinProtocol):
             self.role.epoch = epoch
             if self.role.role != JOINING:
                 self.step_down(f"{sender} leads at higher epoch {epoch}")
-        if self.role.role == JOINING and self.join_id is None and time.monotonic() - self.join_attempt >= JOIN_RETRY:
+        # A former primary asks for its join on the next tick (≤ 100 ms): the writes it was holding
+        # are relayed first, before the new primary raises the join barrier and would refuse them.
+        if (role != PRIMARY and self.role.role == JOINING and self.join_id is None
+                and time.monotonic() - self.join_attempt >= JOIN_RETRY):
             self.request_join()
 
     def on_link_down(self) -> None:
