@@ -103,7 +103,7 @@ class StoreApi:
             _limits_log.log(logging.INFO, f"rate:{customer}", "rate limit: refusing customer %s", customer)
             self.error(req, errors.RATE_LIMITED)
             return
-        if req.wanted[6] is not None:
+        if req.wanted[6] is not None and route[2]:  # BigBunny-Replicas: on the endpoints that write
             try:
                 req.replicas = parse_replicas(req.wanted[6])
             except ApiError as e:
