@@ -175,13 +175,13 @@ class Cluster(JoinProtocol):
         self._heartbeat()
 
     def _tick(self, beat: int) -> None:
+        self.gate.tick()
         now = time.monotonic()
         role = self.role.role
         if role == PRIMARY:
             if beat % int(HEARTBEAT_EVERY / TICK) == 0:
                 self._heartbeat()
             self.sender.tick()
-            self.gate.tick()
         elif role == SECONDARY:
             seen = self.role.last_leader_seen
             if (seen is not None and now - seen > LEASE - LEASE_PROBE and self._lease_check is None

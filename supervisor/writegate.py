@@ -69,7 +69,8 @@ class WriteGate:
     def became_primary(self, initial: bool) -> None:
         """Elected at start-up: the peer could still take over (rule on). A takeover: the peer can
         only come back under us, so the rule waits until it has rejoined (``acked``)."""
-        self.confirmed = perf_counter()
+        self.confirmed = self.tick_at = perf_counter()
+        self._stalled = False
         self.repl_ack = -INF
         self.lag_rule = initial
         self.fail_waits()
@@ -124,16 +125,18 @@ class WriteGate:
         return None if basis == -INF else max(0, round((perf_counter() - basis) * 1000))
 
     def tick(self) -> None:
-        """Every cluster tick (100 ms): notice a stalled loop, keep a lone primary confirmed."""
+        """Every cluster tick (100 ms, any role): notice a stalled loop, keep a lone primary confirmed."""
         now = perf_counter()
         gap, self._last_tick = now - self._last_tick, now
-        if gap > LEAD_LEASE and self.node.role.role == PRIMARY:
+        if self.node.role.role != PRIMARY:
+            return
+        if gap > LEAD_LEASE:
             log.warning("event loop stalled for %.1f s: re-confirming the lead before acknowledging writes", gap)
             self._stalled = True
         if not self._stalled:
             self.tick_at = now
         self.refresh()
-        if self.node.role.role == PRIMARY and (self._stalled or now > self.node.lead_until - REFRESH_BEFORE):
+        if self._stalled or now > self.node.lead_until - REFRESH_BEFORE:
             self.lead_check()
 
     # --- the lead check ----------------------------------------------------------------------------

@@ -218,3 +218,21 @@ def test_held_answer_is_released_as_settled() -> None:
     held = HeldAnswer(sink)
     held.error(SimpleNamespace(), errors.NOT_FOUND_STORE)  # errors are never held
     assert sink.got == [("error", errors.NOT_FOUND_STORE)]
+
+
+def test_ticks_on_other_roles_keep_the_stall_clock() -> None:
+    """A secondary that ticked normally and is then promoted has not stalled."""
+
+    async def go() -> None:
+        cl = FakeCluster()
+        gate, role = cl.gate, cl.node.role
+        role.role = SECONDARY
+        gate._last_tick = perf_counter() - 30  # start-up long ago
+        gate.tick()
+        role.role = PRIMARY
+        gate.became_primary(initial=False)
+        gate.tick()
+        assert not gate._stalled and gate._check is None
+        assert cl.node.lead_until > perf_counter() + LEAD_LEASE - 0.1
+
+    run(go())
