@@ -7,7 +7,8 @@ of the current *stream* (``host_id:epoch``, renewed at every promotion). New rec
 seconds — apply is idempotent and ordered by sequence number, so duplicates are harmless — until
 acknowledged. The window is bounded (10,000 store + 10,000 registry records): overflow drops the
 oldest, counts it in ``replication_dropped`` and leaves a sequence gap, which makes the secondary
-re-join instead of silently diverging. Clients never wait for any of this.
+re-join instead of silently diverging. Clients wait for none of this
+unless they ask to (``BigBunny-Replicas: 1``, see ``supervisor.writegate``).
 
 Health (§7.5, §2.12): a round fails when it is sent while the link is down (no heartbeat ack for
 > 1 s) or stays unacknowledged for 5 s; an acknowledgement resets the consecutive-failure count.
