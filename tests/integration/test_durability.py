@@ -142,12 +142,14 @@ def test_frozen_primary_never_acknowledges_a_write_it_then_loses(cluster) -> Non
     rig = cluster(*FLAGS)
     sup, shards = tree(rig.n1)[0], tree(rig.n1)[1:]
     answers: dict[str, Response | Exception] = {}
+    answered_at: dict[str, float] = {}
 
     def send(key: str, sock: str) -> None:
         try:
             answers[key] = post(sock, "/api/v1/create", key.encode(), "frz")
         except (BBConnectionError, OSError) as e:
             answers[key] = e
+        answered_at[key] = time.monotonic()
 
     freeze(shards)  # the first write reaches its shard, which holds it ...
     first = threading.Thread(target=send, args=("at-shard", rig.n1.d.sock))
@@ -167,11 +169,13 @@ def test_frozen_primary_never_acknowledges_a_write_it_then_loses(cluster) -> Non
             time.sleep(0.2)
     finally:
         thaw([sup, *shards])
+        resumed = time.monotonic()
     assert max(w for w, _ in waits) < RELAY_BOUND, waits
     assert any(status == 200 for _, status in waits), waits  # node2 took over and served writes
     for t in (first, *late):
         t.join(10)
     assert not any(t.is_alive() for t in (first, *late)), "a write to the resumed node was not answered"
+    assert max(answered_at.values()) - resumed < RELAY_BOUND, {k: t - resumed for k, t in answered_at.items()}
     wait_until(lambda: role_of(rig.n1) == ("SECONDARY", 2), 15, "node1 to step down and rejoin")
     assert role_of(rig.n2) == ("PRIMARY", 2)
     for key, r in answers.items():
