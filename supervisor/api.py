@@ -93,6 +93,10 @@ class StoreApi:
         if role != PRIMARY and node.cluster is not None and (route[2] or role == JOINING):
             self.spawn(req, self._forward(req))  # §2.4: forward first
             return
+        # §15: past write_until the lead is in doubt or the replica lags (supervisor.writegate); a
+        # cluster-level decision like forwarding, so it comes before the request's own checks
+        if route[2] and req.t0 > node.write_until and self._gated(req):
+            return
         customer = self._customers.get(req.wanted[0])  # type: ignore[arg-type]
         if customer is None:
             customer = self._customer(req.wanted[0])
@@ -109,13 +113,6 @@ class StoreApi:
             except ApiError as e:
                 self.error(req, e)
                 return
-        # §15: past write_until the lead is in doubt or the replica lags (supervisor.writegate)
-        if route[2] and req.t0 > node.write_until and self._gated(req, route, customer, param):
-            return
-        self._serve(req, route, customer, param)
-
-    def _serve(self, req: ApiRequest, route: tuple[Callable[..., Any], bool, bool, str], customer: str,
-               param: bytes) -> None:
         try:
             coro = route[0](req, customer, decode_segment(param))
         except ApiError as e:
@@ -129,12 +126,12 @@ class StoreApi:
         if coro is not None:
             self.spawn(req, coro)
 
-    def _gated(self, req: ApiRequest, route: Any, customer: str, param: bytes) -> bool:
+    def _gated(self, req: ApiRequest) -> bool:
         """The write gate's slow path: True if it answers ``req`` (or will, from a task)."""
         node = self.node
         gate = node.cluster.gate
         if req.t0 > node.lead_until:
-            self.spawn(req, self._after_lead_check(req, route, customer, param))
+            self.spawn(req, self._after_lead_check(req))
             return True
         if req.t0 > gate.lag_until:
             gate.refused += 1
@@ -144,18 +141,12 @@ class StoreApi:
             return True
         return False
 
-    async def _after_lead_check(self, req: ApiRequest, route: Any, customer: str, param: bytes) -> None:
-        """Serve a write once the lead is confirmed; having lost it, relay the write to the new
-        primary (it was not applied here) or refuse it."""
-        node = self.node
-        if not await node.cluster.gate.lead_check():
-            if node.role.role == PRIMARY:  # cannot happen: a lost lead means a step-down
-                raise errors.LEAD_LOST
-            await self._forward(req)
-            return
-        req.t0 = perf_counter()  # what the lag rule judges: now, not when the write arrived
-        if not self._gated(req, route, customer, param):
-            self._serve(req, route, customer, param)
+    async def _after_lead_check(self, req: ApiRequest) -> None:
+        """Dispatch a write again once the lead is settled: confirmed, it is served here (the lag rule
+        judged anew); lost, we stepped down and it is relayed to the new primary (nothing was applied)."""
+        if not await self.node.cluster.gate.lead_check() and self.node.role.role == PRIMARY:
+            raise errors.LEAD_LOST  # cannot happen: a lost lead means a step-down
+        self.handle(req)
 
     def _customer(self, raw: bytes | None) -> Any:
         """Validated customer string, or the ApiError to answer (§14: checked on entry)."""
