@@ -88,6 +88,9 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("default-ttl", TTL, "14d", "TTL of a store created without a TTL header"),
     ("max-ttl", TTL, "0", "largest TTL a request may set; above it: 400 (0: no bound)"),
     ("gc-interval", DURATION, "30s", "expired-store collection period (primary)"),
+    ("min-replicas-max-lag", DURATION, None, "refuse writes while the secondary lags more (0: off; "
+     "env SERIALD_MIN_REPLICAS_MAX_LAG)"),
+    ("replica-wait-timeout", DURATION, "1s", "longest wait of a BigBunny-Replicas: 1 write"),
     ("log-level", click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False), "info",
      "log level"),
     ("log-format", click.Choice(["text", "json"], case_sensitive=False), "text", "log format"),

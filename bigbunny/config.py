@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
-from bigbunny.durations import format_duration, format_ttl, parse_ttl_seconds
+from bigbunny.durations import format_duration, format_ttl, parse_duration, parse_ttl_seconds
 from bigbunny.storeid import KEY_ID_RE, SITE_RE, KeySet
 
 __all__ = ["ConfigError", "Config", "Peer", "build_config", "format_addr", "parse_host_port", "parse_peers",
@@ -36,6 +36,8 @@ OPTION_ENV = {
     "internal_token": ENV_INTERNAL_TOKEN,
     "admin_uds": ENV_ADMIN_UDS,
 }
+ENV_MIN_REPLICAS_MAX_LAG = "SERIALD_MIN_REPLICAS_MAX_LAG"
+MAX_REPLICA_WAIT = 4.0  # a write relayed by the secondary must be answered before its 5 s relay timeout
 
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -98,6 +100,8 @@ class Config:
     gc_interval: float = 30.0
     default_ttl: int = 1_209_600  # seconds (14 d): a create without a TTL header
     max_ttl: int = 0  # seconds; 0 = no bound beyond the int64 wrap (requests.MAX_TTL)
+    min_replicas_max_lag: float = 0.0  # §15: 0 = off
+    replica_wait_timeout: float = 1.0
 
     @property
     def verify_site(self) -> bool:
@@ -140,6 +144,8 @@ class Config:
             f"write:{dur(self.http_write_timeout)},idle:{dur(self.http_idle_timeout)}",
             f"http_max_header_bytes={self.http_max_header_bytes}",
             f"log={self.log_level}/{self.log_format}",
+            f"min_replicas_max_lag={dur(self.min_replicas_max_lag)}",
+            f"replica_wait_timeout={dur(self.replica_wait_timeout)}",
         ]
         return " ".join(parts)
 
@@ -451,6 +457,8 @@ def build_config(opts: Mapping[str, Any], env: Mapping[str, str], file: Mapping[
     if not gc_interval > 0:
         raise ConfigError(f"invalid gc interval {format_duration(round(gc_interval * 1e9))} (must be > 0)")
 
+    min_lag, wait = _durability(opts, env, peers)
+
     disable_site_verification = bool(opt("disable_site_verification"))
     if disable_site_verification:
         log.warning("site verification disabled: store IDs and inter-node messages are not bound to the site")
@@ -486,4 +494,27 @@ def build_config(opts: Mapping[str, Any], env: Mapping[str, str], file: Mapping[
         log_level=log_level,
         log_format=log_format,
         gc_interval=gc_interval,
+        min_replicas_max_lag=min_lag,
+        replica_wait_timeout=wait,
     )
+
+
+def _durability(opts: Mapping[str, Any], env: Mapping[str, str], peers: tuple[Peer, ...]) -> tuple[float, float]:
+    """§15: ``--min-replicas-max-lag`` (or its env var; 0 = off, needs a peer) and ``--replica-wait-timeout``."""
+    raw = opts.get("min_replicas_max_lag")
+    if raw is None and env.get(ENV_MIN_REPLICAS_MAX_LAG):
+        try:
+            raw = parse_duration(env[ENV_MIN_REPLICAS_MAX_LAG])
+        except ValueError as e:
+            raise ConfigError(f"invalid {ENV_MIN_REPLICAS_MAX_LAG}: {e}") from None
+    min_lag = float(raw or 0.0)
+    if min_lag < 0:
+        raise ConfigError(f"invalid --min-replicas-max-lag {format_duration(round(min_lag * 1e9))} (must be >= 0)")
+    if min_lag and not peers:
+        raise ConfigError("--min-replicas-max-lag needs a peer (--peers)")
+    wait = opts.get("replica_wait_timeout")
+    wait = 1.0 if wait is None else float(wait)
+    if not 0 < wait <= MAX_REPLICA_WAIT:
+        raise ConfigError(f"invalid --replica-wait-timeout {format_duration(round(wait * 1e9))} "
+                          "(must be > 0 and at most 4s, below the 5 s relay timeout)")
+    return min_lag, wait

@@ -68,6 +68,8 @@ INVALID_BOUNDS = ApiError(400, "invalid bounds", "InvalidBounds")
 NAME_EXISTS = ApiError(409, "name already exists", "NameExists")
 # The supervisor answers it with the node's --max-ttl in the message (StoreApi.ttl_too_long).
 TTL_TOO_LONG = ApiError(400, "TTL above the maximum", "TTLTooLong")
+NO_REPLICAS = ApiError(503, "not enough replicas", "NoReplicas", 1)
+LEAD_LOST = ApiError(503, "not primary (leadership lost)", "LeaderChanged", 1)
 
 # --- plain errors: malformed requests and the deliberately opaque invalid store ID ------------
 INVALID_STORE_ID = ApiError(400, "invalid store ID")
@@ -80,6 +82,7 @@ INVALID_COUNTER_SPEC = ApiError(400, "invalid counter spec")
 INVALID_JSON_REQUEST = ApiError(400, "invalid JSON request")
 INVALID_JSON_COUNTER_UPDATE = ApiError(400, "invalid JSON for counter update")
 INVALID_TTL = ApiError(400, "invalid TTL")
+INVALID_REPLICAS = ApiError(400, "invalid BigBunny-Replicas")
 FAILED_READ_BODY = ApiError(400, "failed to read body")
 MISSING_CUSTOMER = ApiError(401, "missing customer ID")
 INVALID_CUSTOMER = ApiError(400, "invalid customer ID")

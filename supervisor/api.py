@@ -27,8 +27,8 @@ from bigbunny.sharding import shard_of
 from bigbunny.storeid import CUSTOMER_RE
 from supervisor.channel import DOWN, ShardDown
 from supervisor.node import Node
-from supervisor.requests import BAD_TTL, MAX_TTL, TTL_TOO_LONG, ApiRequest, decode_segment, parse_ttl
-from supervisor.responses import ALLOW_POST, DEGRADED, JSON, METHOD_NOT_ALLOWED, NONE, OCTETS, TEXT
+from supervisor.requests import BAD_TTL, MAX_TTL, TTL_TOO_LONG, ApiRequest, decode_segment, parse_replicas, parse_ttl
+from supervisor.responses import ALLOW_POST, DEGRADED, JSON, METHOD_NOT_ALLOWED, NONE, NOT_REPLICATED, OCTETS, TEXT
 from supervisor.role import JOINING, PRIMARY
 
 Result = tuple[int, Any, Any, bytes, Any]
@@ -95,6 +95,10 @@ class StoreApi:
         if role != PRIMARY and node.cluster is not None and (route[2] or role == JOINING):
             self.spawn(req, self._forward(req))  # §2.4: forward first
             return
+        # §15: past write_until the lead is in doubt or the replica lags (supervisor.writegate); a
+        # cluster-level decision like forwarding, so it comes before the request's own checks
+        if route[2] and req.t0 > node.write_until and self._gated(req):
+            return
         customer = self._customers.get(req.wanted[0])  # type: ignore[arg-type]
         if customer is None:
             customer = self._customer(req.wanted[0])
@@ -105,6 +109,12 @@ class StoreApi:
             _limits_log.log(logging.INFO, f"rate:{customer}", "rate limit: refusing customer %s", customer)
             self.error(req, errors.RATE_LIMITED)
             return
+        if req.wanted[6] is not None and route[2]:  # BigBunny-Replicas: on the endpoints that write
+            try:
+                req.replicas = parse_replicas(req.wanted[6])
+            except ApiError as e:
+                self.error(req, e)
+                return
         try:
             coro = route[0](req, customer, decode_segment(param))
         except ApiError as e:
@@ -117,6 +127,28 @@ class StoreApi:
             return
         if coro is not None:
             self.spawn(req, coro)
+
+    def _gated(self, req: ApiRequest) -> bool:
+        """The write gate's slow path: True if it answers ``req`` (or will, from a task)."""
+        node = self.node
+        gate = node.cluster.gate
+        if req.t0 > node.lead_until:
+            self.spawn(req, self._after_lead_check(req))
+            return True
+        if req.t0 > gate.lag_until:
+            gate.refused += 1
+            _limits_log.log(logging.WARNING, "no-replicas", "refusing writes: the secondary lags more than %s ms",
+                            round(gate.max_lag * 1000))
+            self.error(req, errors.NO_REPLICAS)
+            return True
+        return False
+
+    async def _after_lead_check(self, req: ApiRequest) -> None:
+        """Dispatch a write again once the lead is settled: confirmed, it is served here (the lag rule
+        judged anew); lost, we stepped down and it is relayed to the new primary (nothing was applied)."""
+        if not await self.node.cluster.gate.lead_check() and self.node.role.role == PRIMARY:
+            raise errors.LEAD_LOST  # cannot happen: a lost lead means a step-down
+        self.handle(req)
 
     def _customer(self, raw: bytes | None) -> Any:
         """Validated customer string, or the ApiError to answer (§14: checked on entry)."""
@@ -232,13 +264,26 @@ class StoreApi:
             raise self.ttl_too_long
         return ttl  # type: ignore[no-any-return]
 
-    def warning(self) -> bytes:
-        """§2.12 DegradedWrite header, judged before this write replicates."""
+    def warning(self, req: ApiRequest) -> bytes:
+        """§2.12 DegradedWrite header, judged before this write replicates; §15 NotReplicated at once
+        for ``BigBunny-Replicas: 1`` without a peer."""
+        if req.replicas and self.node.cluster is None:
+            return NOT_REPLICATED
         return DEGRADED if self.node.degraded() else b""
+
+    async def settled(self, req: ApiRequest, warn: bytes) -> bytes:
+        """A multi-step write's warning once it may be acknowledged (see ``supervisor.writegate``)."""
+        cl = self.node.cluster
+        if cl is None or not (req.replicas or perf_counter() > self.node.lead_until):
+            return warn
+        extra = await cl.gate.settle(req, cl.sender.seq)
+        if extra is None:
+            raise errors.LEAD_LOST
+        return warn.replace(DEGRADED, b"") + extra if extra else warn
 
     # --- endpoints ---------------------------------------------------------------------------
     def create(self, req: ApiRequest, customer: str, _: str) -> None:
-        warn = self.warning()
+        warn = self.warning(req)
         if req.too_large:
             raise errors.BODY_TOO_LARGE
         ttl = self.create_ttl(req.wanted[1])
@@ -256,7 +301,7 @@ class StoreApi:
                     self.lock_flags())
 
     def complete_modify(self, req: ApiRequest, customer: str, sid: str) -> None:
-        warn = self.warning()
+        warn = self.warning(req)
         lock = req.lock
         if not lock:
             raise errors.MISSING_LOCK_ID
@@ -274,7 +319,7 @@ class StoreApi:
                     self.lock_flags(), lock.decode("latin-1"))
 
     def update(self, req: ApiRequest, customer: str, sid: str) -> None:
-        warn = self.warning()
+        warn = self.warning(req)
         too_large = req.too_large
         ttl, flags = self.ttl_and_flags(req, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
         allow = None if too_large else self.node.accounting.reserve(customer, max(len(req.body), _COUNTER_GROWTH))
@@ -288,7 +333,7 @@ class StoreApi:
         self._add(req, customer, sid, wire.F_DECREMENT)
 
     def _add(self, req: ApiRequest, customer: str, sid: str, flags: int) -> None:
-        warn = self.warning()
+        warn = self.warning(req)
         sid = sid.strip()
         if not sid:
             raise errors.MISSING_STORE_ID
@@ -300,7 +345,7 @@ class StoreApi:
                     flags, None, allow, None, req.body)
 
     def delete(self, req: ApiRequest, customer: str, sid: str) -> None:
-        warn = self.warning()
+        warn = self.warning(req)
         tombs = self.node.tombstones
         admitted = tombs.admit(sid, customer)
         flags = self.barrier_flag() | (wire.F_NO_TOMBSTONE if admitted is False else 0)
@@ -339,6 +384,10 @@ class _Call:
                 return
             if record is not None:
                 node.replicate(record)
+                # §15: the answer waits if the lead is in doubt (say the loop was frozen since submit)
+                # or the client asked for the secondary's acknowledgement
+                if self.req.replicas or perf_counter() > node.lead_until:
+                    node.cluster.gate.hold(self.req)
             self.done(api, self.req, self.customer, self.shard, self.state, a, b, body)
         except Exception:  # a bug must cost this request a 500, never leave it unanswered
             log.exception("%s failed", self.req.label)

@@ -76,7 +76,7 @@ class NamesApi:
         if self.node.role.barrier:
             raise errors.JOIN_SYNCING
         self._check_free(reg.get(customer, name), reuse)  # §2.4: the reservation step comes last
-        warn = self.api.warning()  # §13 fix 17: named writes report it too
+        warn = self.api.warning(req)  # §13 fix 17: named writes report it too
         entry = reg.reserve(customer, name)
         self._put(entry)
         flags = wire.F_NAMED | (wire.F_JSON if _is_json(req.content_type) else 0)
@@ -94,6 +94,7 @@ class NamesApi:
             raise errors.NAME_CREATING  # another request took the name over meanwhile
         self._put(entry)
         await self.api.call(shard, wire.OP_CLEAR_PENDING, sid, "")
+        warn = await self.api.settled(req, warn)
         return self.api.ok(req, res[3], TEXT, warn)
 
     def _check_free(self, entry: NameEntry | None, reuse: bool) -> None:
@@ -135,7 +136,7 @@ class NamesApi:
             raise errors.NAME_CREATING
         if self.node.role.barrier:
             raise errors.JOIN_SYNCING
-        warn = self.api.warning()
+        warn = self.api.warning(req)
         reg.set_state(entry, DELETING)
         self._put(entry)
         sid = entry.store_id
@@ -151,4 +152,5 @@ class NamesApi:
         finally:
             tombs.finish(customer, admitted)
         self._remove(entry)
+        warn = await self.api.settled(req, warn)
         return self.api.ok(req, b"", NONE, warn)

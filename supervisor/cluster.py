@@ -38,6 +38,7 @@ from supervisor import peerlink, replication
 from supervisor.forwarding import Forwarder
 from supervisor.join import JOIN_RETRY, JOIN_STALL, JoinProtocol
 from supervisor.role import JOINING, PRIMARY, SECONDARY
+from supervisor.writegate import WriteGate
 
 if TYPE_CHECKING:
     from supervisor.node import Node
@@ -61,8 +62,9 @@ class Cluster(JoinProtocol):
         self.verify_site = not cfg.disable_site_verification
         self.link = peerlink.PeerLink(cfg.host_id, cfg.site, cfg.tcp, self.peer.address, cfg.internal_token, cfg.dev)
         self.sender = replication.Sender(node, self.link.send)
-        self.receiver = replication.Receiver(node, self.request_rejoin)
+        self.receiver = replication.Receiver(node, self.request_rejoin, self._ack)
         self.forwarder = Forwarder(node, self)
+        self.gate = WriteGate(self)
         self.peer_seen: float | None = None  # monotonic: last message of any kind from the peer
         self.leader: str | None = None
         self.ever_saw_primary = False
@@ -118,6 +120,7 @@ class Cluster(JoinProtocol):
 
     def start(self) -> None:
         self.role.role = JOINING
+        self.gate.refresh()
         self.link.start()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -167,10 +170,12 @@ class Cluster(JoinProtocol):
             self.role.epoch = peer_epoch + 1
         self.leader = self.node.cfg.host_id
         self.sender.reset(f"{self.node.cfg.host_id}:{self.role.epoch}")
+        self.gate.became_primary(True)
         log.warning("role PRIMARY (epoch %d): initial leader", self.role.epoch)
         self._heartbeat()
 
     def _tick(self, beat: int) -> None:
+        self.gate.tick()
         now = time.monotonic()
         role = self.role.role
         if role == PRIMARY:
@@ -226,6 +231,7 @@ class Cluster(JoinProtocol):
         self.ever_saw_primary = True
         self.join_id = None
         self.sender.reset(f"{self.node.cfg.host_id}:{self.role.epoch}")
+        self.gate.became_primary(False)
         log.warning("role PRIMARY (epoch %d): %s", self.role.epoch, why)
         self._heartbeat()
 
@@ -237,6 +243,15 @@ class Cluster(JoinProtocol):
         self.joining_since = time.monotonic()
         self.sender.reset("")
         self.receiver.start_stream("", 0)
+        self.gate.stepped_down()
+
+    def lost_lead(self, sender: str, epoch: int) -> None:
+        """A probe answer shows that ``sender`` leads (higher epoch, or it wins the tie): follow it."""
+        self.role.epoch = max(self.role.epoch, epoch)
+        self.leader = sender
+        self.ever_saw_primary = True
+        self.role.last_leader_seen = time.monotonic()
+        self.step_down(f"{sender} leads at epoch {epoch}")  # the tick asks for the join (see on_heartbeat)
 
     def request_rejoin(self, why: str) -> None:
         if self.role.role == SECONDARY:
@@ -264,7 +279,10 @@ class Cluster(JoinProtocol):
             self.role.epoch = epoch
             if self.role.role != JOINING:
                 self.step_down(f"{sender} leads at higher epoch {epoch}")
-        if self.role.role == JOINING and self.join_id is None and time.monotonic() - self.join_attempt >= JOIN_RETRY:
+        # A former primary asks for its join on the next tick (≤ 100 ms): the writes it was holding
+        # are relayed first, before the new primary raises the join barrier and would refuse them.
+        if (role != PRIMARY and self.role.role == JOINING and self.join_id is None
+                and time.monotonic() - self.join_attempt >= JOIN_RETRY):
             self.request_join()
 
     def on_link_down(self) -> None:
@@ -295,6 +313,7 @@ class Cluster(JoinProtocol):
     def on_heartbeat_ack(self, hdr: list[Any], body: bytes) -> None:
         stream, seq = hdr[5], hdr[6]
         self.sender.on_ack(stream, seq)
+        self.gate.acked(hdr[3], stream, seq)
 
     async def probe(self, timeout: float) -> list[Any] | None:
         """Ask the peer for its role (resent every 100 ms); None if it stays silent."""
@@ -335,7 +354,7 @@ class Cluster(JoinProtocol):
             return  # refused (§7.3): unacknowledged, the primary will resend after our join
         if self.role.role == PRIMARY:
             return
-        self.receiver.on_batch(stream, items, dropped_upto)
+        self.receiver.on_batch(stream, items, dropped_upto, len(hdr) > 8 and hdr[8])
         if not self._ack_scheduled:  # one acknowledgement per burst, not per message
             self._ack_scheduled = True
             asyncio.get_running_loop().call_later(0.005, self._ack)
@@ -347,6 +366,7 @@ class Cluster(JoinProtocol):
 
     def on_repl_ack(self, hdr: list[Any], body: bytes) -> None:
         self.sender.on_ack(hdr[5], hdr[6])
+        self.gate.acked(hdr[3], hdr[5], hdr[6])
 
     # --- status ----------------------------------------------------------------------------------------
     def peers_status(self) -> dict[str, float | None]:

@@ -288,7 +288,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
-        self._wanted = [None, None, None, None, None, None]  # one slot per requests.WANTED
+        self._wanted = [None, None, None, None, None, None, None]  # one slot per requests.WANTED
         self._hdr_bytes = 0
         self._expect = self._upgrade = self._conn_hdr = False
         self._parsing = True

@@ -47,6 +47,9 @@ class Node:
         self.inflight_calls = 0  # shard calls not yet answered; a join snapshot waits for them to drain
         self.cluster: Any = None  # supervisor.cluster.Cluster when a peer is configured
         self.reloader: Reloader | None = None  # with --config: SIGHUP and POST /internal/reload
+        # perf_counter deadlines kept by supervisor.writegate; without a peer nothing ever gates a write
+        self.lead_until = float("inf")  # past it, a write is acknowledged only once the lead is re-confirmed
+        self.write_until = float("inf")  # past it, the lead is in doubt or the replica lags (the slow path)
 
     def replicate(self, record: list[Any], registry: bool = False) -> None:
         """Hand a mutation's record to replication (no-op without a peer or when not primary)."""

@@ -7,7 +7,8 @@ of the current *stream* (``host_id:epoch``, renewed at every promotion). New rec
 seconds — apply is idempotent and ordered by sequence number, so duplicates are harmless — until
 acknowledged. The window is bounded (10,000 store + 10,000 registry records): overflow drops the
 oldest, counts it in ``replication_dropped`` and leaves a sequence gap, which makes the secondary
-re-join instead of silently diverging. Clients never wait for any of this.
+re-join instead of silently diverging. Clients wait for none of this
+unless they ask to (``BigBunny-Replicas: 1``, see ``supervisor.writegate``).
 
 Health (§7.5, §2.12): a round fails when it is sent while the link is down (no heartbeat ack for
 > 1 s) or stays unacknowledged for 5 s; an acknowledgement resets the consecutive-failure count.
@@ -29,6 +30,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from bigbunny import wire
@@ -73,6 +75,7 @@ class Sender:
         self.unsent = 0  # entries at the tail of the window never sent yet (always a suffix)
         self._last_flush = 0.0
         self._last_batch = 0  # records in the last message sent by flush()
+        self.urgent_until = 0.0  # perf_counter: until then batches ask the secondary to ack once applied
 
     # --- state ---------------------------------------------------------------------------------
     def reset(self, stream: str) -> None:
@@ -173,7 +176,8 @@ class Sender:
             self._send_batch(batch)
 
     def _send_batch(self, batch: list[list[Any]]) -> None:
-        ok = self.send(peerlink.REPL, self.node.role.epoch, [self.stream, batch, self.dropped_upto])
+        urgent = self.urgent_until > 0.0 and perf_counter() < self.urgent_until
+        ok = self.send(peerlink.REPL, self.node.role.epoch, [self.stream, batch, self.dropped_upto, urgent])
         if not ok or not self.link_alive():
             self._failed()
 
@@ -230,9 +234,11 @@ def gather_interval(last_batch: int) -> float:
 class Receiver:
     """Applies the primary's stream on a secondary, in order."""
 
-    def __init__(self, node: Node, on_gap: Callable[[str], None]) -> None:
+    def __init__(self, node: Node, on_gap: Callable[[str], None], on_urgent: Callable[[], None] | None = None) -> None:
         self.node = node
         self.on_gap = on_gap
+        self.on_urgent = on_urgent  # acknowledge now: the primary holds a write's answer for it
+        self.urgent_upto = 0  # acknowledge as soon as this sequence number is applied
         self.stream = ""
         self.applied = 0  # highest sequence number applied
         self.received = 0  # highest sequence number accepted (applied, being applied, or queued)
@@ -243,7 +249,7 @@ class Receiver:
         self.stream, self.applied, self.received = stream, base_seq, base_seq
         self._queue.clear()
 
-    def on_batch(self, stream: str, items: list[list[Any]], dropped_upto: int = 0) -> None:
+    def on_batch(self, stream: str, items: list[list[Any]], dropped_upto: int = 0, urgent: bool = False) -> None:
         if stream != self.stream:
             self.on_gap(f"records from unknown stream {stream!r}")
             return
@@ -259,6 +265,8 @@ class Receiver:
             self._queue.append((seq, record, held_since))
             self.received = seq
             expect += 1
+        if urgent:
+            self.urgent_upto = self.received
         if self._queue and not self._busy:
             self._busy = True
             asyncio.get_running_loop().create_task(self._apply_queue())
@@ -279,6 +287,10 @@ class Receiver:
                     await asyncio.gather(*(_apply_batch(self.node, i, batch) for i, batch in per_shard.items()))
                 if self.stream == stream and items[0][0] == self.applied + 1:
                     self.applied = items[-1][0]
+                    if self.urgent_upto and self.applied >= self.urgent_upto:
+                        self.urgent_upto = 0
+                        if self.on_urgent is not None:
+                            self.on_urgent()
         finally:
             self._busy = False
 

@@ -7,6 +7,8 @@ import re
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+from bigbunny import errors
+
 MAX_TTL = 9_223_372_036  # beyond this the reference's TTL × 10⁹ ns wraps int64 (§13 fix 8: refuse)
 BAD_TTL = object()  # sentinel: the header parsed but its value is refused
 TTL_TOO_LONG = object()  # sentinel: the header parsed but is above --max-ttl
@@ -22,6 +24,7 @@ WANTED = {
     b"content-type": 3,
     b"bigbunny-reuse-if-exists": 4,
     b"x-bb-no-forward": 5,
+    b"bigbunny-replicas": 6,
 }
 
 
@@ -50,7 +53,7 @@ class ApiRequest:
     cut to the limit + 1 bytes). ``out`` takes its one answer."""
 
     __slots__ = ("method", "path", "headers", "wanted", "body", "too_large", "relayed", "out", "label", "t0",
-                 "keep_alive")
+                 "keep_alive", "replicas")
 
     def __init__(self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], wanted: list[bytes | None],
                  body: bytes, too_large: bool, out: Responder, relayed: bool = False) -> None:
@@ -65,6 +68,7 @@ class ApiRequest:
         self.label = ""  # metrics endpoint label, set by the dispatcher
         self.t0 = 0.0
         self.keep_alive = True  # the connection stays open after the answer
+        self.replicas = 0  # BigBunny-Replicas: 1 = answer once the secondary has the write
 
     @property
     def customer(self) -> bytes | None:
@@ -92,6 +96,16 @@ class ApiRequest:
     def no_forward(self) -> bool:
         v = self.wanted[5]
         return v is not None and v.strip().lower() == b"true"
+
+
+def parse_replicas(raw: bytes) -> int:
+    """``BigBunny-Replicas`` (SPEC §15): 0 or 1; anything else is refused."""
+    v = raw.strip(b" \t")
+    if v == b"1":
+        return 1
+    if v == b"0":
+        return 0
+    raise errors.INVALID_REPLICAS
 
 
 def decode_segment(raw: bytes) -> str:

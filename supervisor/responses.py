@@ -28,6 +28,7 @@ JSON = b"content-type: application/json\r\n"
 NONE = b""
 CLOSE = b"connection: close\r\n"
 DEGRADED = b"bigbunny-warning: DegradedWrite\r\n"
+NOT_REPLICATED = b"bigbunny-warning: NotReplicated\r\n"
 ALLOW_POST = b"allow: POST\r\n"
 METHOD_NOT_ALLOWED = ApiError(405, "Method Not Allowed")
 

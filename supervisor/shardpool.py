@@ -160,11 +160,17 @@ class ShardPool:
 
     async def _watch(self) -> None:
         ticks = 0
+        last = time.monotonic()
         while not self.stopping:
             await asyncio.sleep(PING_EVERY)
             ticks += 1
             now = time.monotonic()
+            stalled, last = now - last > HANG_AFTER, now
+            if stalled:  # our own loop stood still (a frozen process): unanswered pings prove nothing yet
+                log.warning("event loop stalled: shard pings are timed afresh")
             for slot in self.slots:
+                if stalled and slot.ping_sent is not None:
+                    slot.ping_sent = now
                 if slot.channel is None or slot.channel.closed:
                     continue
                 if ticks % int(STALE_AFTER / PING_EVERY) == 0 and slot.channel.expire_stale():

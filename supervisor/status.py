@@ -25,7 +25,8 @@ async def status_document(node: Node) -> dict[str, Any]:
     cl = node.cluster
     peers: dict[str, str] = {}
     repl: dict[str, Any] = {"queue_length": 0, "registry_queue_length": 0, "replication_fail_count": 0,
-                            "last_replication_fail": "", "replication_dropped": 0}
+                            "last_replication_fail": "", "replication_dropped": 0,
+                            "writes_refused_no_replicas": 0, "replica_lag_ms": None}
     if cl is not None:
         peers = {pid: _since(seen, now) for pid, seen in cl.peers_status().items()}  # §14: listed on every role
         snd = cl.sender
@@ -35,6 +36,8 @@ async def status_document(node: Node) -> dict[str, Any]:
             "replication_fail_count": snd.fail_count,
             "last_replication_fail": "" if snd.last_fail is None else _since(snd.last_fail, now),
             "replication_dropped": snd.dropped,
+            "writes_refused_no_replicas": cl.gate.refused,  # §15
+            "replica_lag_ms": cl.gate.lag_ms(),
         }
     return {
         "host_id": node.cfg.host_id,

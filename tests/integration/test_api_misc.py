@@ -33,6 +33,8 @@ STATUS_KEYS = {
     "uptime",
     "replication_dropped",
     "version",
+    "writes_refused_no_replicas",
+    "replica_lag_ms",
 }
 NEVER = "2562047h47m16.854775807s"
 
@@ -86,8 +88,10 @@ def test_status_document(daemon_factory) -> None:
         "memory_usage",
         "registry_count",
         "tombstone_count",
+        "writes_refused_no_replicas",
     ):
         assert type(doc[k]) is int and doc[k] == 0, k
+    assert doc["replica_lag_ms"] is None  # no peer to lag
     assert doc["registry_states"] == {}
     assert 0 <= duration_seconds(doc["last_leader_seen"]) < 60
     assert doc["last_leader_seen"] != NEVER

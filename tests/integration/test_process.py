@@ -416,3 +416,14 @@ def test_secrets_from_environment(daemon_factory) -> None:
     d2 = daemon_factory("--rate-limit=0", f"--store-keys=k2:{'cd' * 32}", dev=False, env=env)
     sid2 = d2.client("envy").create(b"from flag")
     assert sid2.startswith("v1:k2:"), sid2
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_min_replicas_max_lag_needs_peers(how: str) -> None:
+    """§15: the lag rule guards a pair; on a lone node it would only stop every write."""
+    if how == "flag":
+        res = run_bbd("--dev", "--min-replicas-max-lag=1s", env=clean_env())
+    else:
+        res = run_bbd("--dev", env={**clean_env(), "SERIALD_MIN_REPLICAS_MAX_LAG": "500ms"})
+    assert res.returncode == 1, res
+    assert res.stderr.strip().splitlines()[-1] == "--min-replicas-max-lag needs a peer (--peers)", res.stderr

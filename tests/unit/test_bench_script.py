@@ -100,6 +100,26 @@ def test_bench_cluster_mode_lag_throughput_failover() -> None:
     assert isinstance(summ["lag"]["target_met"], bool) and isinstance(summ["failover"]["target_met"], bool)
 
 
+def test_bench_cluster_replicas_and_gate() -> None:
+    """The write-gate parts: BigBunny-Replicas: 1 against plain writes (each read back on the secondary), and
+    a pair with --min-replicas-max-lag against one without."""
+    argv = [
+        sys.executable, BENCH, "cluster", "--parts", "replicas,gate", "--rep-blocks", "2", "--rep-block", "5",
+        "--tp-workloads", "create", "--tp-conns", "2", "--duration", "0.3", "--warmup", "0.1", "--json",
+    ]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=75, cwd=ROOT)
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
+    doc = json.loads(p.stdout)
+    (rnd,) = doc["rounds"]
+    assert "error" not in rnd and rnd["daemons_ok"], rnd
+    rep = rnd["replicas"]
+    assert rep["plain_us"]["n"] == rep["replicas_us"]["n"] == 10 and rep["not_visible"] == rep["errors"] == 0, rep
+    (cell,) = rnd["gate"]
+    assert rnd["gate_arg"] == ["--min-replicas-max-lag=1s"]
+    assert cell["pair"]["ops"] > 0 and cell["single"]["ops"] > 0 and cell["pair"]["errors"] == 0, cell
+    assert set(doc["summary"]) == {"replicas", "gate"}
+
+
 def test_bench_cluster_args() -> None:
     p = subprocess.run([sys.executable, BENCH, "cluster", "--help"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "--primary-pid" in p.stdout and "--lag-writes" in p.stdout

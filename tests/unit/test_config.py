@@ -357,3 +357,22 @@ def test_ttl_bounds() -> None:
     assert err({"dev": True, "default_ttl": 0}) == "invalid --default-ttl 0 (must be at least 1s)"
     assert err({"dev": True, "max_ttl": "soon"}).startswith('invalid --max-ttl "soon": ')
     assert err({"dev": True, "max_ttl": 9_223_372_037}).startswith("invalid --max-ttl")
+# --- §15: the replica lag bound and the replica wait ------------------------------------------------------
+def test_min_replicas_max_lag_flag_env_and_refusals() -> None:
+    pair = {"dev": True, "peers": "n2@127.0.0.1:9"}
+    assert build_config(pair, {}).min_replicas_max_lag == 0.0  # off by default
+    assert build_config(pair, {"SERIALD_MIN_REPLICAS_MAX_LAG": "1500ms"}).min_replicas_max_lag == 1.5
+    flag = {**pair, "min_replicas_max_lag": 0.25}
+    assert build_config(flag, {"SERIALD_MIN_REPLICAS_MAX_LAG": "9s"}).min_replicas_max_lag == 0.25  # the flag wins
+    assert err(pair, {"SERIALD_MIN_REPLICAS_MAX_LAG": "soon"}).startswith("invalid SERIALD_MIN_REPLICAS_MAX_LAG: ")
+    assert err({**pair, "min_replicas_max_lag": -1.0}) == "invalid --min-replicas-max-lag -1s (must be >= 0)"
+    assert err({"dev": True, "min_replicas_max_lag": 1.0}) == "--min-replicas-max-lag needs a peer (--peers)"
+    assert err({"dev": True}, {"SERIALD_MIN_REPLICAS_MAX_LAG": "1s"}) == "--min-replicas-max-lag needs a peer (--peers)"
+    assert build_config({"dev": True}, {"SERIALD_MIN_REPLICAS_MAX_LAG": "0"}).min_replicas_max_lag == 0.0
+
+
+def test_replica_wait_timeout_bounds() -> None:
+    assert build_config({"dev": True}, {}).replica_wait_timeout == 1.0
+    assert build_config({"dev": True, "replica_wait_timeout": 4.0}, {}).replica_wait_timeout == 4.0
+    for bad in (0.0, 4.5):
+        assert err({"dev": True, "replica_wait_timeout": bad}).startswith("invalid --replica-wait-timeout ")

@@ -125,8 +125,8 @@ def test_sender_overflow_announces_the_dropped_records(monkeypatch: pytest.Monke
             s.enqueue(["C", i])
         await asyncio.sleep(0)
         assert s.dropped == 1 and s.dropped_upto == 1
-        stream, batch, dropped_upto = sent[-1]
-        assert [e[0] for e in batch] == [2, 3] and dropped_upto == 1
+        stream, batch, dropped_upto, urgent = sent[-1]
+        assert [e[0] for e in batch] == [2, 3] and dropped_upto == 1 and urgent is False
 
     asyncio.run(run())
 
