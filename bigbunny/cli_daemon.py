@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 
-class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in recent click
+class Duration(click.ParamType):
     """A Go-style duration (``1h2m3.5s``, ``500ms``, bare ``0``) converted to float seconds."""
 
     name = "duration"

@@ -144,8 +144,8 @@ async def _main(cfg: Config, sock: object, rundir: str, reloader: Reloader | Non
         cfg.http_max_header_bytes, cfg.http_read_header_timeout, cfg.http_read_timeout, cfg.http_write_timeout
     )
     server = make_server(app, limits, cfg.http_idle_timeout, DRAIN_TIMEOUT, cfg.max_store_size)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
+    for term in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(term, on_signal, term)
     reloads: set[asyncio.Task[object]] = set()
     loop.add_signal_handler(signal.SIGHUP, _on_hangup, node, reloads)
     for sig in _early_signals:  # a signal that arrived during start-up acts now
