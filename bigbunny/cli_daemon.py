@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 
-class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in recent click
+class Duration(click.ParamType):
     """A Go-style duration (``1h2m3.5s``, ``500ms``, bare ``0``) converted to float seconds."""
 
     name = "duration"
@@ -36,7 +36,7 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in re
 DURATION = Duration()
 
 
-class Ttl(click.ParamType):  # type: ignore[type-arg]
+class Ttl(click.ParamType):
     """A TTL in whole seconds: a Go-style duration that may also use days (``14d``, ``1d12h``, ``0``)."""
 
     name = "ttl"

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from bigbunny.durations import format_duration, format_ttl, parse_duration, parse_ttl_seconds
 from bigbunny.storeid import KEY_ID_RE, SITE_RE, KeySet
@@ -352,7 +352,12 @@ def _listen_settings(opt: Any, uds: str, admin: str) -> dict[str, Any]:
     }
 
 
-def _ttl_settings(opt: Any) -> dict[str, int]:
+class _TtlSettings(TypedDict):
+    default_ttl: int
+    max_ttl: int
+
+
+def _ttl_settings(opt: Any) -> _TtlSettings:
     default_ttl = _ttl(opt("default_ttl"), "--default-ttl")
     max_ttl = _ttl(opt("max_ttl"), "--max-ttl")
     if default_ttl < 1:

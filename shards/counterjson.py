@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TypeGuard
 
 from bigbunny import errors
 
@@ -75,7 +76,7 @@ def _load_object(body: bytes) -> dict[str, object] | None:
     return obj if type(obj) is dict else None
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     # bool is an int subclass: exclude it. Out-of-range or non-integer numbers are _BAD already.
     return type(v) is int
 
@@ -113,7 +114,7 @@ def parse_counter_spec(body: bytes, named: bool, json_content_type: bool) -> Cou
     vmax = obj.get("max")
     if not _is_int(value) or (vmin is not None and not _is_int(vmin)) or (vmax is not None and not _is_int(vmax)):
         raise errors.INVALID_COUNTER_SPEC.with_traceback(None)
-    return value, vmin, vmax  # type: ignore[return-value]
+    return value, vmin, vmax
 
 
 # --- increment / decrement / set -----------------------------------------------------------------
@@ -135,8 +136,8 @@ def _int_field(body: bytes, fast: re.Pattern[bytes], key: str, empty_ok: bool) -
         return None
     if key not in obj:
         return 0 if empty_ok else None
-    v = obj[key]
-    return v if _is_int(v) else None  # type: ignore[return-value]
+    field = obj[key]
+    return field if _is_int(field) else None
 
 
 def parse_delta(body: bytes) -> int:

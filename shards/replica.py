@@ -10,12 +10,10 @@ Replicated writes bypass memory limits (§6); every method keeps the engine's ru
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shards.store import STORE_OVERHEAD, Store
-
-if TYPE_CHECKING:
-    from shards.engine import StoreEngine
 
 
 def _record(sid: str, st: Store) -> list:
@@ -30,14 +28,35 @@ def _counter(c: list | None) -> tuple[int, int | None, int | None] | None:
     return None if c is None else (c[0], c[1], c[2])
 
 
-class ReplicaMixin:
+class EngineState:
+    """What ``ReplicaMixin`` uses of its host ``StoreEngine``, declared for the type checker.
 
-    def state(self: StoreEngine, sid: str) -> list | None:
+    Annotations only: ``StoreEngine.__init__`` sets the attributes and ``StoreEngine`` defines the methods,
+    so nothing here exists at run time.
+    """
+
+    lock_timeout: float
+    clock: Callable[[], float]
+    _stores: dict[str, Store]
+    _usage: dict[str, int]
+    _total: int
+    _pending: set[str]
+
+    if TYPE_CHECKING:
+
+        def _account(self, customer: str, delta: int) -> None: ...
+
+        def _remove(self, sid: str, st: Store) -> int: ...
+
+
+class ReplicaMixin(EngineState):
+
+    def state(self, sid: str) -> list | None:
         """Replication record of a store's current state (after a local mutation)."""
         st = self._stores.get(sid)
         return None if st is None else _record(sid, st)
 
-    def apply_put(self: StoreEngine, rec: list, create: bool) -> int:
+    def apply_put(self, rec: list, create: bool) -> int:
         """Apply a replicated STORE_CREATE (``create``) or STORE_UPDATE; idempotent; returns growth.
 
         Create: absent → insert; same customer and newer version → replace; else no-op. Update:
@@ -64,7 +83,7 @@ class ReplicaMixin:
         self._account(st.customer, size)
         return size
 
-    def apply_lock(self: StoreEngine, sid: str, lock_id: str, held_since: float) -> None:
+    def apply_lock(self, sid: str, lock_id: str, held_since: float) -> None:
         """Replicated LOCK_ACQUIRED: set unless a different unexpired lock is held."""
         st = self._stores.get(sid)
         if st is None:
@@ -74,7 +93,7 @@ class ReplicaMixin:
             return
         st.lock = (lock_id, held_since + self.lock_timeout)
 
-    def apply_unlock(self: StoreEngine, sid: str, lock_id: str) -> None:
+    def apply_unlock(self, sid: str, lock_id: str) -> None:
         """Replicated LOCK_RELEASED: clear if none, expired, or the same ID."""
         st = self._stores.get(sid)
         if st is None or st.lock is None:
@@ -82,7 +101,7 @@ class ReplicaMixin:
         if st.lock[0] == lock_id or self.clock() > st.lock[1]:
             st.lock = None
 
-    def dump(self: StoreEngine) -> list[list]:
+    def dump(self) -> list[list]:
         """Every store as a full record (join snapshot)."""
         out = []
         for sid, st in self._stores.items():
@@ -91,14 +110,14 @@ class ReplicaMixin:
                         None if pend is None else pend[1]])
         return out
 
-    def clear(self: StoreEngine) -> None:
+    def clear(self) -> None:
         """Forget every store (a joining node replaces its state with the primary's snapshot)."""
         self._stores.clear()
         self._usage.clear()
         self._pending.clear()
         self._total = 0
 
-    def load(self: StoreEngine, records: list[list]) -> int:
+    def load(self, records: list[list]) -> int:
         """Insert full records (join snapshot); returns the bytes added."""
         added = 0
         for rec in records:

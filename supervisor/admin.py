@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,6 +27,22 @@ from supervisor.node import Node
 from supervisor.requests import ApiRequest
 
 log = logging.getLogger("bbd.admin")
+
+
+class _CustomerRow(TypedDict):
+    customer: str
+    memory: int
+    stores: int
+    tombstones: int
+    rate_limited: int
+
+
+_RANKED: tuple[Literal["memory", "stores", "tombstones", "rate_limited"], ...] = (
+    "memory",
+    "stores",
+    "tombstones",
+    "rate_limited",
+)
 
 
 def _error(err: ApiError, headers: dict[str, str] | None = None) -> Response:
@@ -62,7 +78,7 @@ async def customer_report(node: Node, top: int) -> dict[str, Any]:
             stores[customer] = stores.get(customer, 0) + n
     names = set(stores) | set(node.accounting.customer) | set(node.tombstones.per_customer)
     names |= set(node.limiter.rejected_by)
-    rows = [
+    rows: list[_CustomerRow] = [
         {
             "customer": c,
             "memory": node.accounting.customer.get(c, 0),
@@ -73,7 +89,7 @@ async def customer_report(node: Node, top: int) -> dict[str, Any]:
         for c in names
     ]
     out: dict[str, Any] = {"customers": len(rows)}
-    for key in ("memory", "stores", "tombstones", "rate_limited"):
+    for key in _RANKED:
         out[f"top_{key}"] = sorted((r for r in rows if r[key]), key=lambda r: (-r[key], r["customer"]))[:top]
     return out
 

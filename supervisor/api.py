@@ -262,7 +262,7 @@ class StoreApi:
             raise errors.INVALID_TTL
         if ttl is TTL_TOO_LONG:
             raise self.ttl_too_long
-        return ttl  # type: ignore[no-any-return]
+        return ttl
 
     def warning(self, req: ApiRequest) -> bytes:
         """§2.12 DegradedWrite header, judged before this write replicates; §15 NotReplicated at once

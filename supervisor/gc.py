@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from bigbunny import wire
 from supervisor.channel import ShardDown
@@ -61,7 +62,8 @@ class Collector:
         self.node.registry.remove(entry)
         self.node.replicate(delete_record(entry), registry=True)
 
-    async def _call(self, shard: int, op: int, sid: str = "", extra: object = None) -> object:
+    async def _call(self, shard: int, op: int, sid: str = "", extra: object = None) -> Any:
+        """The reply's payload (its msgpack shape depends on ``op``), or None if the shard failed it."""
         try:
             res = await self.node.channels[shard].call(op, sid, "", None, 0, None, None, extra)
         except ShardDown:
@@ -82,8 +84,8 @@ class Collector:
         removed += len(expired)
         for shard in range(node.nshards):
             for sid, customer, name in await self._call(shard, wire.OP_ORPHANS, extra=ORPHAN_AGE) or ():
-                entry = node.registry.get(customer, name)
-                if entry is not None and entry.state == ACTIVE and entry.store_id == sid:
+                named = node.registry.get(customer, name)
+                if named is not None and named.state == ACTIVE and named.store_id == sid:
                     await self._call(shard, wire.OP_CLEAR_PENDING, sid)
                     continue
                 res = await self._call(shard, wire.OP_FORCE_DELETE, sid)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from bigbunny import wire
@@ -25,7 +26,10 @@ from supervisor.channel import ShardDown
 from supervisor.role import JOINING, SECONDARY
 
 if TYPE_CHECKING:
-    from supervisor.cluster import Cluster
+    from bigbunny.config import Peer
+    from supervisor.node import Node
+    from supervisor.replication import Receiver, Sender
+    from supervisor.role import RoleState
 
 log = logging.getLogger("bbd.cluster")
 JOIN_RETRY = 1.0
@@ -33,11 +37,40 @@ JOIN_STALL = 15.0
 CHUNK = 1000
 
 
-class JoinProtocol:
+class ClusterState:
+    """What ``JoinProtocol`` uses of its host ``Cluster``, declared for the type checker.
+
+    Annotations only: ``Cluster.__init__`` sets the attributes and ``Cluster`` defines the methods, so
+    nothing here exists at run time.
+    """
+
+    node: Node
+    role: RoleState
+    peer: Peer
+    verify_site: bool
+    link: peerlink.PeerLink
+    sender: Sender
+    receiver: Receiver
+    leader: str | None
+    ever_saw_primary: bool
+    join_attempt: float
+    join_id: str | None
+    join_chunks: list[list[Any]]
+    serving_join: bool
+    _join_ids: Iterator[int]
+
+    if TYPE_CHECKING:
+
+        def send(self, kind: str, fields: list[Any], body: bytes = b"") -> bool: ...
+
+        def _ack(self) -> None: ...
+
+
+class JoinProtocol(ClusterState):
     """The join half of the cluster protocol (methods only; state lives on the Cluster)."""
 
     # --- join: joiner side ---------------------------------------------------------------------------
-    def request_join(self: Cluster) -> None:
+    def request_join(self) -> None:
         self.join_attempt = time.monotonic()
         self.join_id = f"{self.node.cfg.host_id}-{next(self._join_ids)}"
         self.join_chunks = []
@@ -45,12 +78,12 @@ class JoinProtocol:
         if not self.send(peerlink.JOIN_REQ, [self.join_id, True]):
             self.join_id = None
 
-    def on_join_refuse(self: Cluster, hdr: list[Any], body: bytes) -> None:
+    def on_join_refuse(self, hdr: list[Any], body: bytes) -> None:
         if hdr[5] == self.join_id:
             log.info("join %s refused: %s", self.join_id, hdr[6])
             self.join_id = None
 
-    def on_join_chunk(self: Cluster, hdr: list[Any], body: bytes) -> None:
+    def on_join_chunk(self, hdr: list[Any], body: bytes) -> None:
         join_id, index, last, stores, meta = hdr[5], hdr[6], hdr[7], hdr[8], hdr[9]
         if join_id != self.join_id or self.role.role != JOINING or index != len(self.join_chunks):
             return
@@ -58,7 +91,7 @@ class JoinProtocol:
         if last:
             asyncio.get_running_loop().create_task(self._apply_join(hdr[3], meta))
 
-    async def _apply_join(self: Cluster, epoch: int, meta: dict[str, Any]) -> None:
+    async def _apply_join(self, epoch: int, meta: dict[str, Any]) -> None:
         join_id, chunks = self.join_id, self.join_chunks
         self.join_chunks = []
         why = self._refusal(epoch, meta)
@@ -99,7 +132,7 @@ class JoinProtocol:
         self._ack()
         log.warning("role SECONDARY (epoch %d): joined %s with %d stores", epoch, self.peer.id, count)
 
-    def _refusal(self: Cluster, epoch: int, meta: dict[str, Any]) -> str:
+    def _refusal(self, epoch: int, meta: dict[str, Any]) -> str:
         if self.verify_site and meta.get("site") and meta["site"] != self.node.cfg.site:
             return f"site {meta['site']!r} is not ours"
         if epoch < self.role.epoch:
@@ -115,7 +148,7 @@ class JoinProtocol:
         return ""
 
     # --- join: primary side --------------------------------------------------------------------------
-    def on_join_request(self: Cluster, hdr: list[Any], body: bytes) -> None:
+    def on_join_request(self, hdr: list[Any], body: bytes) -> None:
         join_id = hdr[5]
         if not self.role.is_primary:
             self.send(peerlink.JOIN_REFUSE, [join_id, "not primary", 1])
@@ -126,14 +159,14 @@ class JoinProtocol:
         self.serving_join = True
         asyncio.get_running_loop().create_task(self._serve_join(join_id))
 
-    async def _serve_join(self: Cluster, join_id: str) -> None:
+    async def _serve_join(self, join_id: str) -> None:
         node, role = self.node, self.role
         try:
             role.barrier = True  # new mutations → 503 JoinSyncing; in-flight ones finish first
             deadline = time.monotonic() + 5.0
             while node.inflight_calls and time.monotonic() < deadline:
                 await asyncio.sleep(0.002)
-            dumps = []
+            dumps: list[list[Any]] = []
             for i in range(node.nshards):
                 try:
                     res = await node.channels[i].call(wire.OP_DUMP)

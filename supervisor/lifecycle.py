@@ -148,8 +148,8 @@ async def _main(cfg: Config, listeners: list[Listener], rundir: str, reloader: R
         cfg.http_max_header_bytes, cfg.http_read_header_timeout, cfg.http_read_timeout, cfg.http_write_timeout
     )
     servers = [make_server(a, limits, cfg.http_idle_timeout, DRAIN_TIMEOUT, cfg.max_store_size) for a in apps]
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
+    for term in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(term, on_signal, term)
     reloads: set[asyncio.Task[object]] = set()
     loop.add_signal_handler(signal.SIGHUP, _on_hangup, node, reloads)
     for sig in _early_signals:  # a signal that arrived during start-up acts now

@@ -167,7 +167,7 @@ class NodeCollector:
 
 def build_registry(node: Node, stats: RequestStats) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(node, stats))  # type: ignore[arg-type]
+    registry.register(NodeCollector(node, stats))
     return registry
 
 

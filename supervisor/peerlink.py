@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from hashlib import sha256
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import zmq
@@ -64,6 +64,11 @@ def tcp_bind_endpoint(addr: str) -> str:
 def tcp_connect_endpoint(addr: str) -> str:
     host, _, port = addr.rpartition(":")
     return f"tcp://{host or '127.0.0.1'}:{port}"
+
+
+def _fd(sock: zmq.Socket) -> int:
+    # pyzmq types every socket option int | bytes; ZMQ_FD is always an int.
+    return cast(int, sock.getsockopt(zmq.FD))
 
 
 class PeerLink:
@@ -118,12 +123,12 @@ class PeerLink:
             raise RuntimeError(f"failed to listen on TCP {self.bind_addr}: {e}") from e
         push.connect(tcp_connect_endpoint(self.peer_addr))
         self.pull, self.push = pull, push
-        self.loop.add_reader(pull.getsockopt(zmq.FD), self._drain)
+        self.loop.add_reader(_fd(pull), self._drain)
         # Connection events of our PUSH: a peer process that dies closes its socket at once, which
         # lets the cluster check on its leader long before the lease runs out.
         self.monitor = push.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.monitor.setsockopt(zmq.LINGER, 0)
-        self.loop.add_reader(self.monitor.getsockopt(zmq.FD), self._drain_monitor)
+        self.loop.add_reader(_fd(self.monitor), self._drain_monitor)
         self.loop.call_soon(self._drain_monitor)
         self.loop.call_soon(self._drain)
 
@@ -208,9 +213,9 @@ class PeerLink:
     def close(self) -> None:
         if self.loop is not None and self.pull is not None:
             try:
-                self.loop.remove_reader(self.pull.getsockopt(zmq.FD))
+                self.loop.remove_reader(_fd(self.pull))
                 if self.monitor is not None:
-                    self.loop.remove_reader(self.monitor.getsockopt(zmq.FD))
+                    self.loop.remove_reader(_fd(self.monitor))
             except (ValueError, OSError, zmq.ZMQError):
                 pass
         if self.monitor is not None:

@@ -157,7 +157,7 @@ class Sender:
 
     def resend(self, before: float, limit: int = 5000) -> None:
         """Re-send the oldest records last sent before ``before`` (sent_at grows along the window)."""
-        old = []
+        old: list[list[Any]] = []
         for entry in self.window:
             if entry[3] == 0.0 or entry[3] >= before or len(old) >= limit:
                 break

@@ -55,7 +55,7 @@ class ShardPool:
         shards: int,
         rundir: str,
         settings: dict[str, Any],
-        on_lost: Callable[[int], None],
+        on_lost: Callable[[int], object],  # its result, if any, is ignored
     ) -> None:
         self.n = shards
         self.rundir = rundir
