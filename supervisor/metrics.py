@@ -155,14 +155,15 @@ class NodeCollector:
             for pid, seen in cl.peers_status().items():
                 peer.add_metric([pid], -1.0 if seen is None else time.monotonic() - seen)
         yield from (q, lag, fails, dropped, peer)
-        if cl is not None:  # §15: the write gate
-            refused = CounterMetricFamily("bbd_writes_refused_no_replicas", "writes refused by --min-replicas-max-lag")
+        # §15: the write gate; the families exist on a single node too (no samples), like the replication ones
+        refused = CounterMetricFamily("bbd_writes_refused_no_replicas", "writes refused by --min-replicas-max-lag")
+        rlag = GaugeMetricFamily("bbd_replica_lag_seconds",
+                                 "since the secondary last caught up (-1: not primary or never acknowledged)")
+        if cl is not None:
             refused.add_metric([], cl.gate.refused)
             ms = cl.gate.lag_ms()
-            rlag = GaugeMetricFamily("bbd_replica_lag_seconds",
-                                     "since the secondary last caught up (-1: not primary or never acknowledged)")
             rlag.add_metric([], -1.0 if ms is None else ms / 1000)
-            yield from (refused, rlag)
+        yield from (refused, rlag)
 
 
 def build_registry(node: Node, stats: RequestStats) -> CollectorRegistry:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from fakedaemon import FakeDaemon
 from helpers import gone
 
 from bigbunny.client import BBClient, BBConnectionError
@@ -298,3 +299,15 @@ def cluster() -> Iterator:
     failures = [f for rig in rigs for f in rig.close()]
     if failures:
         pytest.fail("\n".join(failures))
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDaemon]:
+    """The fake daemon of the client and CLI unit tests (tests/fakedaemon.py) on a short temporary socket."""
+    tmp = tempfile.mkdtemp(dir="/tmp", prefix="bbt")
+    daemon = FakeDaemon(os.path.join(tmp, "s"))
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

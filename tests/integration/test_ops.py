@@ -136,6 +136,7 @@ def test_metrics_families_and_values(scenario: Scenario) -> None:
         "bbd_limit_rejections": "counter", "bbd_registry_entries": "gauge",
         "bbd_replication_queue_length": "gauge", "bbd_replication_lag_seconds": "gauge",
         "bbd_replication_fail_count": "gauge", "bbd_replication_dropped": "counter",
+        "bbd_writes_refused_no_replicas": "counter", "bbd_replica_lag_seconds": "gauge",
         "bbd_peer_last_contact_seconds": "gauge", "bbd_config_reloads": "counter",
         "bbd_config_last_reload_timestamp_seconds": "gauge", "bbd_customer_memory_quota_bytes": "gauge",
     }
