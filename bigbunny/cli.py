@@ -73,8 +73,10 @@ def usage() -> str:
     formatter = click.HelpFormatter(width=110, max_width=110)
     with formatter.section("Daemon flags (also -flag, -flag=value; booleans --flag=true|false)"):
         formatter.write_dl([rec for p in daemon_command.params if (rec := p.get_help_record(ctx))])
-    with formatter.section("Client commands (all take --uds; store commands also --customer, default 'default'; "
-                           "promote, release-lock, reload, customers also --admin-uds)"):
+    with formatter.section(
+        "Client commands (all take --uds; store commands also --customer, default 'default'; "
+        "promote, release-lock, reload, customers also --admin-uds)"
+    ):
         formatter.write_dl([(synopsis, help_) for synopsis, help_ in COMMANDS.values()])
     return (
         "Big Bunny: an in-memory session store.\n\n"

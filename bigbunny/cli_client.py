@@ -90,8 +90,9 @@ def _on_admin_socket(fn: Callable[..., Any]) -> Callable[..., Any]:
     def command(uds: str, admin_uds: str, **kw: Any) -> Any:
         return fn(uds=admin_uds or uds, **kw)
 
-    return click.option("--admin-uds", default="", envvar="SERIALD_ADMIN_UDS",
-                        help="the daemon's admin socket (default: --uds)")(command)
+    return click.option(
+        "--admin-uds", default="", envvar="SERIALD_ADMIN_UDS", help="the daemon's admin socket (default: --uds)"
+    )(command)
 
 
 def _fail(message: str) -> None:

@@ -88,11 +88,19 @@ _FLAGS: list[tuple[str, Any, Any, str]] = [
     ("default-ttl", TTL, "14d", "TTL of a store created without a TTL header"),
     ("max-ttl", TTL, "0", "largest TTL a request may set; above it: 400 (0: no bound)"),
     ("gc-interval", DURATION, "30s", "expired-store collection period (primary)"),
-    ("min-replicas-max-lag", DURATION, None, "refuse writes while the secondary lags more (0: off; "
-     "env SERIALD_MIN_REPLICAS_MAX_LAG)"),
+    (
+        "min-replicas-max-lag",
+        DURATION,
+        None,
+        "refuse writes while the secondary lags more (0: off; env SERIALD_MIN_REPLICAS_MAX_LAG)",
+    ),
     ("replica-wait-timeout", DURATION, "1s", "longest wait of a BigBunny-Replicas: 1 write"),
-    ("log-level", click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False), "info",
-     "log level"),
+    (
+        "log-level",
+        click.Choice(["debug", "info", "warn", "warning", "error"], case_sensitive=False),
+        "info",
+        "log level",
+    ),
     ("log-format", click.Choice(["text", "json"], case_sensitive=False), "text", "log format"),
     ("config", str, "", "TOML file of daemon flags (long names as keys), re-read on SIGHUP and bbd reload"),
 ]
@@ -125,8 +133,8 @@ def _run_daemon(**opts: Any) -> None:
     except ConfigError as e:
         click.echo(str(e), err=True)
         sys.exit(1)
-    from supervisor.lifecycle import run
-    from supervisor.reload import Reloader
+    from bigbunny.supervisor.lifecycle import run
+    from bigbunny.supervisor.reload import Reloader
 
     reloader = Reloader(source, given, defaults, dict(os.environ)) if source is not None else None
     sys.exit(run(cfg, reloader, file.warnings))

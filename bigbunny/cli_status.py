@@ -110,8 +110,10 @@ def _process_table(procs: list[Any]) -> list[str]:
     rows = [p for p in procs if isinstance(p, dict)]
     out = ["Processes:", f"  {'ROLE':<12}{'PID':>8}{'RSS':>14}{'CPU%':>8}"]
     for p in rows:
-        out.append(f"  {str(p.get('role', '?')):<12}{num(p.get('pid')):>8}{_mib(p.get('rss')):>14}"
-                   f"{_pct(p.get('cpu_percent')):>8}")
+        out.append(
+            f"  {str(p.get('role', '?')):<12}{num(p.get('pid')):>8}{_mib(p.get('rss')):>14}"
+            f"{_pct(p.get('cpu_percent')):>8}"
+        )
     rss = sum(p.get("rss", 0) for p in rows if isinstance(p.get("rss"), int | float))
     cpu = sum(p.get("cpu_percent", 0) for p in rows if isinstance(p.get("cpu_percent"), int | float))
     out.append(f"  {'total':<12}{len(rows):>8}{_mib(rss):>14}{_pct(cpu):>8}")
@@ -121,16 +123,22 @@ def _process_table(procs: list[Any]) -> list[str]:
 def format_customers(report: dict[str, Any]) -> str:
     """``bbd customers``: one small table per ranking."""
     lines = [f"{'Customers:':<16}{num(report.get('customers'))}"]
-    for key, title in (("memory", "By memory"), ("stores", "By stores"), ("tombstones", "By tombstones"),
-                       ("rate_limited", "By rate-limit rejections")):
+    for key, title in (
+        ("memory", "By memory"),
+        ("stores", "By stores"),
+        ("tombstones", "By tombstones"),
+        ("rate_limited", "By rate-limit rejections"),
+    ):
         rows = report.get(f"top_{key}") or []
         lines.append(f"{title}:")
         if not rows:
             lines.append("  (none)")
         for r in rows:
-            lines.append(f"  {str(r.get('customer')):<40} memory {num(r.get('memory'))} B, "
-                         f"stores {num(r.get('stores'))}, tombstones {num(r.get('tombstones'))}, "
-                         f"rate-limited {num(r.get('rate_limited'))}")
+            lines.append(
+                f"  {str(r.get('customer')):<40} memory {num(r.get('memory'))} B, "
+                f"stores {num(r.get('stores'))}, tombstones {num(r.get('tombstones'))}, "
+                f"rate-limited {num(r.get('rate_limited'))}"
+            )
     return "\n".join(lines) + "\n"
 
 

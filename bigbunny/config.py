@@ -17,8 +17,16 @@ from typing import Any, TypedDict
 from bigbunny.durations import format_duration, format_ttl, parse_duration, parse_ttl_seconds
 from bigbunny.storeid import KEY_ID_RE, SITE_RE, KeySet
 
-__all__ = ["ConfigError", "Config", "Peer", "build_config", "format_addr", "parse_host_port", "parse_peers",
-           "parse_store_keys"]
+__all__ = [
+    "ConfigError",
+    "Config",
+    "Peer",
+    "build_config",
+    "format_addr",
+    "parse_host_port",
+    "parse_peers",
+    "parse_store_keys",
+]
 
 log = logging.getLogger("bbd.config")
 
@@ -520,6 +528,8 @@ def _durability(opts: Mapping[str, Any], env: Mapping[str, str], peers: tuple[Pe
     wait = opts.get("replica_wait_timeout")
     wait = 1.0 if wait is None else float(wait)
     if not 0 < wait <= MAX_REPLICA_WAIT:
-        raise ConfigError(f"invalid --replica-wait-timeout {format_duration(round(wait * 1e9))} "
-                          "(must be > 0 and at most 4s, below the 5 s relay timeout)")
+        raise ConfigError(
+            f"invalid --replica-wait-timeout {format_duration(round(wait * 1e9))} "
+            "(must be > 0 and at most 4s, below the 5 s relay timeout)"
+        )
     return min_lag, wait

@@ -68,9 +68,9 @@ def _expected(option: click.Option) -> tuple[str, tuple[type, ...]]:
     if isinstance(option.type, click.types.FloatParamType):
         return "a number", (int, float)
     if option.type.name == "duration":
-        return "a duration string (\"500ms\") or seconds", (str, int, float)
+        return 'a duration string ("500ms") or seconds', (str, int, float)
     if option.type.name == "ttl":
-        return "a TTL string (\"14d\") or whole seconds", (str, int)
+        return 'a TTL string ("14d") or whole seconds', (str, int)
     return "a string", (str,)
 
 
@@ -104,8 +104,10 @@ def read_config_file(path: str, options: Iterable[click.Option]) -> FileValues:
     warnings = []
     secrets = sorted(SECRET_FLAGS & doc.keys())
     if secrets and stat.S_IMODE(mode) & 0o077:
-        warnings.append(f"config file {path} holds {', '.join(secrets)} but is readable by others "
-                        f"(mode {stat.S_IMODE(mode):04o}); use 0600 or 0640")
+        warnings.append(
+            f"config file {path} holds {', '.join(secrets)} but is readable by others "
+            f"(mode {stat.S_IMODE(mode):04o}); use 0600 or 0640"
+        )
     return FileValues(values, tuple(warnings))
 
 

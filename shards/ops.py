@@ -16,9 +16,9 @@ from typing import Any
 from bigbunny import errors, wire
 from bigbunny.errors import ApiError
 from bigbunny.sharding import shard_of
+from bigbunny.shards import counterjson
+from bigbunny.shards.engine import StoreEngine
 from bigbunny.storeid import KeySet, StoreIdCodec, StoreIdError
-from shards import counterjson
-from shards.engine import StoreEngine
 
 Reply = tuple[Any, Any, bytes]
 Handler = Callable[[list[Any], bytes], Reply]

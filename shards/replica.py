@@ -13,14 +13,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from shards.store import STORE_OVERHEAD, Store
+from bigbunny.shards.store import STORE_OVERHEAD, Store
 
 
 def _record(sid: str, st: Store) -> list:
     """The state record of one store (the first seven fields of a full record too)."""
     c = st.counter
-    return [sid, st.customer, None if c is None else list(c), st.body, st.expiry, st.version,
-            None if st.pending is None else st.pending[0]]
+    return [
+        sid,
+        st.customer,
+        None if c is None else list(c),
+        st.body,
+        st.expiry,
+        st.version,
+        None if st.pending is None else st.pending[0],
+    ]
 
 
 def _counter(c: list | None) -> tuple[int, int | None, int | None] | None:
@@ -50,7 +57,6 @@ class EngineState:
 
 
 class ReplicaMixin(EngineState):
-
     def state(self, sid: str) -> list | None:
         """Replication record of a store's current state (after a local mutation)."""
         st = self._stores.get(sid)
@@ -106,8 +112,14 @@ class ReplicaMixin(EngineState):
         out = []
         for sid, st in self._stores.items():
             lock, pend = st.lock, st.pending
-            out.append([*_record(sid, st), None if lock is None else lock[0], None if lock is None else lock[1],
-                        None if pend is None else pend[1]])
+            out.append(
+                [
+                    *_record(sid, st),
+                    None if lock is None else lock[0],
+                    None if lock is None else lock[1],
+                    None if pend is None else pend[1],
+                ]
+            )
         return out
 
     def clear(self) -> None:
@@ -123,9 +135,16 @@ class ReplicaMixin(EngineState):
         for rec in records:
             sid, customer, counter, body, expiry, version, pending, lock_id, lock_exp, created = rec
             # not verified: join snapshots are not decrypted on load, the first request checks
-            st = Store(customer, body, _counter(counter), expiry, version,
-                       None if lock_id is None else (lock_id, lock_exp),
-                       None if pending is None else (pending, created), verified=False)
+            st = Store(
+                customer,
+                body,
+                _counter(counter),
+                expiry,
+                version,
+                None if lock_id is None else (lock_id, lock_exp),
+                None if pending is None else (pending, created),
+                verified=False,
+            )
             old = self._stores.get(sid)
             if old is not None:
                 self._remove(sid, old)

@@ -20,10 +20,10 @@ from typing import Any
 import zmq
 
 from bigbunny import wire
+from bigbunny.shards.engine import StoreEngine
+from bigbunny.shards.gcpolicy import GcPolicy
+from bigbunny.shards.ops import ShardOps
 from bigbunny.storeid import KeySet, StoreIdCodec
-from shards.engine import StoreEngine
-from shards.gcpolicy import GcPolicy
-from shards.ops import ShardOps
 
 _POLL_MS = 250
 _MAX_BATCH = 256

@@ -20,11 +20,11 @@ from starlette.routing import Route
 
 from bigbunny import errors, wire
 from bigbunny.errors import ApiError
-from supervisor import metrics, status
-from supervisor.channel import ShardDown
-from supervisor.listeners import EVERYTHING, Surface
-from supervisor.node import Node
-from supervisor.requests import ApiRequest
+from bigbunny.supervisor import metrics, status
+from bigbunny.supervisor.channel import ShardDown
+from bigbunny.supervisor.listeners import EVERYTHING, Surface
+from bigbunny.supervisor.node import Node
+from bigbunny.supervisor.requests import ApiRequest
 
 log = logging.getLogger("bbd.admin")
 
@@ -113,7 +113,7 @@ def build_admin(node: Node, surface: Surface = EVERYTHING) -> Starlette:
 
     async def release_lock(request: Request) -> Response:
         raw = request.scope["raw_path"].split(b"/", 3)[3]
-        from supervisor.requests import decode_segment
+        from bigbunny.supervisor.requests import decode_segment
 
         sid = decode_segment(raw)
         try:
@@ -146,8 +146,11 @@ def build_admin(node: Node, surface: Surface = EVERYTHING) -> Starlette:
         raw = request.query_params.get("top", "20")
         if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= 100_000:  # str.isdigit alone takes "²"
             return _error(ApiError(400, "invalid top (1-100000)"))
-        return Response(json.dumps(await customer_report(node, int(raw)), separators=(",", ":")) + "\n",
-                        200, media_type="application/json")
+        return Response(
+            json.dumps(await customer_report(node, int(raw)), separators=(",", ":")) + "\n",
+            200,
+            media_type="application/json",
+        )
 
     async def reload(request: Request) -> Response:
         if node.reloader is None:
@@ -196,7 +199,7 @@ class App:
     share one ``StoreApi`` (pass ``api``)."""
 
     def __init__(self, node: Node, surface: Surface = EVERYTHING, api: Any = None) -> None:
-        from supervisor.api import StoreApi
+        from bigbunny.supervisor.api import StoreApi
 
         self.surface = surface
         self.api: Any = (api or StoreApi(node)) if surface.api else NoApi()

@@ -25,19 +25,41 @@ from bigbunny.errors import ApiError
 from bigbunny.logs import Throttle
 from bigbunny.sharding import shard_of
 from bigbunny.storeid import CUSTOMER_RE
-from supervisor.channel import DOWN, ShardDown
-from supervisor.node import Node
-from supervisor.requests import BAD_TTL, MAX_TTL, TTL_TOO_LONG, ApiRequest, decode_segment, parse_replicas, parse_ttl
-from supervisor.responses import ALLOW_POST, DEGRADED, JSON, METHOD_NOT_ALLOWED, NONE, NOT_REPLICATED, OCTETS, TEXT
-from supervisor.role import JOINING, PRIMARY
+from bigbunny.supervisor.channel import DOWN, ShardDown
+from bigbunny.supervisor.node import Node
+from bigbunny.supervisor.requests import (
+    BAD_TTL,
+    MAX_TTL,
+    TTL_TOO_LONG,
+    ApiRequest,
+    decode_segment,
+    parse_replicas,
+    parse_ttl,
+)
+from bigbunny.supervisor.responses import (
+    ALLOW_POST,
+    DEGRADED,
+    JSON,
+    METHOD_NOT_ALLOWED,
+    NONE,
+    NOT_REPLICATED,
+    OCTETS,
+    TEXT,
+)
+from bigbunny.supervisor.role import JOINING, PRIMARY
 
 Result = tuple[int, Any, Any, bytes, Any]
 # A store endpoint's continuation: (api, request, customer, shard, state, a, b, reply body).
 Done = Callable[["StoreApi", ApiRequest, str, int, Any, Any, Any, bytes], None]
 log = logging.getLogger("bbd.api")
 _limits_log = Throttle(logging.getLogger("bbd.limits"))
-_OP_NAMES = {wire.OP_CREATE: "create", wire.OP_COMPLETE: "complete-modify", wire.OP_UPDATE: "update",
-             wire.OP_ADD: "counter change", wire.OP_DELETE: "delete"}
+_OP_NAMES = {
+    wire.OP_CREATE: "create",
+    wire.OP_COMPLETE: "complete-modify",
+    wire.OP_UPDATE: "update",
+    wire.OP_ADD: "counter change",
+    wire.OP_DELETE: "delete",
+}
 # Reservations are the largest growth a request can cause (SPEC §6: size = body + 256):
 # a create grows by len(body) + 256 at most (a counter's stored form is never longer than its spec);
 # a blob write by len(body); a counter write by the digits of one int64 value.
@@ -50,7 +72,7 @@ class StoreApi:
     """Routes and store endpoints; named-store endpoints live in ``supervisor.api_names``."""
 
     def __init__(self, node: Node) -> None:
-        from supervisor.api_names import NamesApi  # one module per concern; names need the helpers here
+        from bigbunny.supervisor.api_names import NamesApi  # one module per concern; names need the helpers here
 
         self.node = node
         self.max_body = node.cfg.max_store_size
@@ -137,8 +159,12 @@ class StoreApi:
             return True
         if req.t0 > gate.lag_until:
             gate.refused += 1
-            _limits_log.log(logging.WARNING, "no-replicas", "refusing writes: the secondary lags more than %s ms",
-                            round(gate.max_lag * 1000))
+            _limits_log.log(
+                logging.WARNING,
+                "no-replicas",
+                "refusing writes: the secondary lags more than %s ms",
+                round(gate.max_lag * 1000),
+            )
             self.error(req, errors.NO_REPLICAS)
             return True
         return False
@@ -209,9 +235,23 @@ class StoreApi:
     def barrier_flag(self) -> int:
         return wire.F_BARRIER if self.node.role.barrier else 0
 
-    def submit(self, req: ApiRequest, customer: str, shard: int, done: Done, state: Any, op: int, sid: str,
-               ttl: Any = None, flags: int = 0, lock: str | None = None, allow: Any = None, extra: Any = None,
-               body: bytes = b"", cleanup: Callable[[str, Any], None] | None = None) -> None:
+    def submit(
+        self,
+        req: ApiRequest,
+        customer: str,
+        shard: int,
+        done: Done,
+        state: Any,
+        op: int,
+        sid: str,
+        ttl: Any = None,
+        flags: int = 0,
+        lock: str | None = None,
+        allow: Any = None,
+        extra: Any = None,
+        body: bytes = b"",
+        cleanup: Callable[[str, Any], None] | None = None,
+    ) -> None:
         """One shard round trip whose reply runs ``done`` (on success) in the channel's reader, after
         the reservation is released, refusals are counted and the mutation is handed to replication."""
         self.node.inflight_calls += 1
@@ -226,12 +266,29 @@ class StoreApi:
             return self.ttl_too_long
         if e.status == 507 or e is errors.TOMBSTONE_LIMIT:
             self.node.accounting.count_rejection(e.code)
-            _limits_log.log(logging.WARNING, f"{e.code}:{customer}", "refused %s for customer %s: %s",
-                            _OP_NAMES.get(op, op), customer, e.code)
+            _limits_log.log(
+                logging.WARNING,
+                f"{e.code}:{customer}",
+                "refused %s for customer %s: %s",
+                _OP_NAMES.get(op, op),
+                customer,
+                e.code,
+            )
         return e
 
-    async def call(self, shard: int, op: int, sid: str, customer: str, ttl: Any = None, flags: int = 0,
-                   lock: str | None = None, allow: Any = None, extra: Any = None, body: bytes = b"") -> Result:
+    async def call(
+        self,
+        shard: int,
+        op: int,
+        sid: str,
+        customer: str,
+        ttl: Any = None,
+        flags: int = 0,
+        lock: str | None = None,
+        allow: Any = None,
+        extra: Any = None,
+        body: bytes = b"",
+    ) -> Result:
         """``submit`` for the multi-step endpoints: awaits the reply, raises its error."""
         node = self.node
         node.inflight_calls += 1
@@ -290,15 +347,29 @@ class StoreApi:
         node = self.node
         sid, shard_id, shard = node.minter.mint(customer)
         allow = node.accounting.reserve(customer, len(req.body) + _OVERHEAD)
-        self.submit(req, customer, shard, _grown, (warn, TEXT), wire.OP_CREATE, sid, ttl, self.barrier_flag(),
-                    shard_id, allow, None, req.body)
+        self.submit(
+            req,
+            customer,
+            shard,
+            _grown,
+            (warn, TEXT),
+            wire.OP_CREATE,
+            sid,
+            ttl,
+            self.barrier_flag(),
+            shard_id,
+            allow,
+            None,
+            req.body,
+        )
 
     def snapshot(self, req: ApiRequest, customer: str, sid: str) -> None:
         self.submit(req, customer, shard_of(sid, self.node.nshards), _snapshot, None, wire.OP_SNAPSHOT, sid)
 
     def begin_modify(self, req: ApiRequest, customer: str, sid: str) -> None:
-        self.submit(req, customer, shard_of(sid, self.node.nshards), _begun, None, wire.OP_BEGIN, sid, None,
-                    self.lock_flags())
+        self.submit(
+            req, customer, shard_of(sid, self.node.nshards), _begun, None, wire.OP_BEGIN, sid, None, self.lock_flags()
+        )
 
     def complete_modify(self, req: ApiRequest, customer: str, sid: str) -> None:
         warn = self.warning(req)
@@ -308,23 +379,59 @@ class StoreApi:
         too_large = req.too_large
         ttl, flags = self.ttl_and_flags(req, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
         allow = None if too_large else self.node.accounting.reserve(customer, len(req.body))
-        self.submit(req, customer, shard_of(sid, self.node.nshards), _grown, (warn, NONE), wire.OP_COMPLETE, sid,
-                    ttl, flags, lock.decode("latin-1"), allow, None, req.body)
+        self.submit(
+            req,
+            customer,
+            shard_of(sid, self.node.nshards),
+            _grown,
+            (warn, NONE),
+            wire.OP_COMPLETE,
+            sid,
+            ttl,
+            flags,
+            lock.decode("latin-1"),
+            allow,
+            None,
+            req.body,
+        )
 
     def cancel_modify(self, req: ApiRequest, customer: str, sid: str) -> None:
         lock = req.lock
         if not lock:
             raise errors.MISSING_LOCK_ID
-        self.submit(req, customer, shard_of(sid, self.node.nshards), _grown, (b"", NONE), wire.OP_CANCEL, sid, None,
-                    self.lock_flags(), lock.decode("latin-1"))
+        self.submit(
+            req,
+            customer,
+            shard_of(sid, self.node.nshards),
+            _grown,
+            (b"", NONE),
+            wire.OP_CANCEL,
+            sid,
+            None,
+            self.lock_flags(),
+            lock.decode("latin-1"),
+        )
 
     def update(self, req: ApiRequest, customer: str, sid: str) -> None:
         warn = self.warning(req)
         too_large = req.too_large
         ttl, flags = self.ttl_and_flags(req, self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
         allow = None if too_large else self.node.accounting.reserve(customer, max(len(req.body), _COUNTER_GROWTH))
-        self.submit(req, customer, shard_of(sid, self.node.nshards), _grown, (warn, NONE), wire.OP_UPDATE, sid, ttl,
-                    flags, None, allow, None, req.body)
+        self.submit(
+            req,
+            customer,
+            shard_of(sid, self.node.nshards),
+            _grown,
+            (warn, NONE),
+            wire.OP_UPDATE,
+            sid,
+            ttl,
+            flags,
+            None,
+            allow,
+            None,
+            req.body,
+        )
 
     def increment(self, req: ApiRequest, customer: str, sid: str) -> None:
         self._add(req, customer, sid, 0)
@@ -341,16 +448,39 @@ class StoreApi:
         # §13 fix 15: counter mutations are refused in the lock-state-unknown window too.
         ttl, flags = self.ttl_and_flags(req, flags | self.lock_flags() | (wire.F_TOO_LARGE if too_large else 0))
         allow = None if too_large else self.node.accounting.reserve(customer, _COUNTER_GROWTH)
-        self.submit(req, customer, shard_of(sid, self.node.nshards), _grown, (warn, JSON), wire.OP_ADD, sid, ttl,
-                    flags, None, allow, None, req.body)
+        self.submit(
+            req,
+            customer,
+            shard_of(sid, self.node.nshards),
+            _grown,
+            (warn, JSON),
+            wire.OP_ADD,
+            sid,
+            ttl,
+            flags,
+            None,
+            allow,
+            None,
+            req.body,
+        )
 
     def delete(self, req: ApiRequest, customer: str, sid: str) -> None:
         warn = self.warning(req)
         tombs = self.node.tombstones
         admitted = tombs.admit(sid, customer)
         flags = self.barrier_flag() | (wire.F_NO_TOMBSTONE if admitted is False else 0)
-        self.submit(req, customer, shard_of(sid, self.node.nshards), _deleted, (warn, sid, admitted),
-                    wire.OP_DELETE, sid, None, flags, cleanup=_finish_tombstone(tombs))
+        self.submit(
+            req,
+            customer,
+            shard_of(sid, self.node.nshards),
+            _deleted,
+            (warn, sid, admitted),
+            wire.OP_DELETE,
+            sid,
+            None,
+            flags,
+            cleanup=_finish_tombstone(tombs),
+        )
 
 
 class _Call:
@@ -358,8 +488,18 @@ class _Call:
 
     __slots__ = ("api", "req", "customer", "shard", "done", "state", "op", "allow", "cleanup")
 
-    def __init__(self, api: StoreApi, req: ApiRequest, customer: str, shard: int, done: Done, state: Any, op: int,
-                 allow: Any, cleanup: Callable[[str, Any], None] | None) -> None:
+    def __init__(
+        self,
+        api: StoreApi,
+        req: ApiRequest,
+        customer: str,
+        shard: int,
+        done: Done,
+        state: Any,
+        op: int,
+        allow: Any,
+        cleanup: Callable[[str, Any], None] | None,
+    ) -> None:
         self.api = api
         self.req = req
         self.customer = customer
@@ -395,28 +535,28 @@ class _Call:
 
 
 # --- continuations: run in the channel's reader with a successful reply ----------------------------
-def _snapshot(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,
-              body: bytes) -> None:
+def _snapshot(
+    api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any, body: bytes
+) -> None:
     # a = TTL remaining (int seconds), b = is a counter
     api.ok(req, body, JSON if b else OCTETS, b"bigbunny-not-valid-after: %d\r\n" % a)
 
 
-def _begun(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,
-           body: bytes) -> None:
+def _begun(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any, body: bytes) -> None:
     # a = TTL remaining, b = lock ID
     api.ok(req, body, OCTETS, b"bigbunny-lock-id: %s\r\nbigbunny-not-valid-after: %d\r\n" % (b.encode(), a))
 
 
-def _grown(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,
-           body: bytes) -> None:
+def _grown(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any, body: bytes) -> None:
     # a = growth of the store (None when the op cannot grow it); state = (warning, content type)
     if a:
         api.node.accounting.apply(shard, customer, a)
     api.ok(req, body, state[1], state[0])
 
 
-def _deleted(api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any,
-             body: bytes) -> None:
+def _deleted(
+    api: StoreApi, req: ApiRequest, customer: str, shard: int, state: Any, a: Any, b: Any, body: bytes
+) -> None:
     warn, sid, _ = state
     api.node.tombstones.add(sid, customer)
     if a:
@@ -429,4 +569,3 @@ def _finish_tombstone(tombs: Any) -> Callable[[str, Any], None]:
         tombs.finish(customer, state[2])
 
     return finish
-

@@ -11,12 +11,12 @@ import time
 from typing import TYPE_CHECKING
 
 from bigbunny import errors, wire
-from supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record, entry_record, valid_name
-from supervisor.requests import ApiRequest
-from supervisor.responses import NONE, TEXT
+from bigbunny.supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record, entry_record, valid_name
+from bigbunny.supervisor.requests import ApiRequest
+from bigbunny.supervisor.responses import NONE, TEXT
 
 if TYPE_CHECKING:
-    from supervisor.api import StoreApi
+    from bigbunny.supervisor.api import StoreApi
 
 
 def _name(param: str) -> str:

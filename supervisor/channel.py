@@ -58,6 +58,7 @@ class _FutureWaiter:
         else:
             fut.set_result((err, a, b, body, record))
 
+
 STALE_AFTER = 5.0
 
 

@@ -34,14 +34,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from supervisor import peerlink, replication
-from supervisor.forwarding import Forwarder
-from supervisor.join import JOIN_RETRY, JOIN_STALL, JoinProtocol
-from supervisor.role import JOINING, PRIMARY, SECONDARY
-from supervisor.writegate import WriteGate
+from bigbunny.supervisor import peerlink, replication
+from bigbunny.supervisor.forwarding import Forwarder
+from bigbunny.supervisor.join import JOIN_RETRY, JOIN_STALL, JoinProtocol
+from bigbunny.supervisor.role import JOINING, PRIMARY, SECONDARY
+from bigbunny.supervisor.writegate import WriteGate
 
 if TYPE_CHECKING:
-    from supervisor.node import Node
+    from bigbunny.supervisor.node import Node
 
 log = logging.getLogger("bbd.cluster")
 HEARTBEAT_EVERY = 0.2
@@ -184,8 +184,12 @@ class Cluster(JoinProtocol):
             self.sender.tick()
         elif role == SECONDARY:
             seen = self.role.last_leader_seen
-            if (seen is not None and now - seen > LEASE - LEASE_PROBE and self._lease_check is None
-                    and self._fast_check is None):
+            if (
+                seen is not None
+                and now - seen > LEASE - LEASE_PROBE
+                and self._lease_check is None
+                and self._fast_check is None
+            ):
                 self._lease_check = asyncio.get_running_loop().create_task(self._check_lease(seen))
         else:  # JOINING
             if self.join_id is not None and now - self.join_attempt > JOIN_STALL:
@@ -208,8 +212,9 @@ class Cluster(JoinProtocol):
             if self.role.role != SECONDARY or self.role.last_leader_seen != seen:
                 return  # a heartbeat (or a role change) came meanwhile
             if reply is not None and reply[5] == PRIMARY and reply[3] >= self.role.epoch:
-                log.info("leader %s silent for %.1f s but answers: staying SECONDARY",
-                         reply[1], time.monotonic() - seen)
+                log.info(
+                    "leader %s silent for %.1f s but answers: staying SECONDARY", reply[1], time.monotonic() - seen
+                )
                 self.role.last_leader_seen = time.monotonic()
                 return
             await asyncio.sleep(max(0.0, seen + LEASE - time.monotonic()))
@@ -281,8 +286,12 @@ class Cluster(JoinProtocol):
                 self.step_down(f"{sender} leads at higher epoch {epoch}")
         # A former primary asks for its join on the next tick (≤ 100 ms): the writes it was holding
         # are relayed first, before the new primary raises the join barrier and would refuse them.
-        if (role != PRIMARY and self.role.role == JOINING and self.join_id is None
-                and time.monotonic() - self.join_attempt >= JOIN_RETRY):
+        if (
+            role != PRIMARY
+            and self.role.role == JOINING
+            and self.join_id is None
+            and time.monotonic() - self.join_attempt >= JOIN_RETRY
+        ):
             self.request_join()
 
     def on_link_down(self) -> None:
@@ -291,8 +300,12 @@ class Cluster(JoinProtocol):
         self.forwarder.fail_all()  # relays in flight will never be answered: 503 LeaderChanged now
         if self.role.role == PRIMARY:
             self.sender.last_ack_time = 0.0  # replication is failing from now on (DegradedWrite)
-        elif (self.role.role == SECONDARY and self.leader == self.peer.id and self._fast_check is None
-              and self._lease_check is None):
+        elif (
+            self.role.role == SECONDARY
+            and self.leader == self.peer.id
+            and self._fast_check is None
+            and self._lease_check is None
+        ):
             seen = self.role.last_leader_seen or 0.0
             self._fast_check = asyncio.get_running_loop().create_task(self._check_leader_gone(seen))
 

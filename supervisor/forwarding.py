@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from bigbunny import errors
 from bigbunny.errors import ApiError
-from supervisor import peerlink
-from supervisor.requests import ApiRequest, pick_headers
-from supervisor.responses import Capture
-from supervisor.role import JOINING
+from bigbunny.supervisor import peerlink
+from bigbunny.supervisor.requests import ApiRequest, pick_headers
+from bigbunny.supervisor.responses import Capture
+from bigbunny.supervisor.role import JOINING
 
 if TYPE_CHECKING:
-    from supervisor.cluster import Cluster
-    from supervisor.node import Node
+    from bigbunny.supervisor.cluster import Cluster
+    from bigbunny.supervisor.node import Node
 
 log = logging.getLogger("bbd.relay")
 RELAY_TIMEOUT = 5.0
@@ -103,8 +103,16 @@ class Forwarder:
         out = Capture(deliver)
         raw = [(bytes(k), bytes(v)) for k, v in headers]
         limit = self.node.cfg.max_store_size
-        req = ApiRequest(method.encode("latin-1"), bytes(raw_path), raw, pick_headers(raw), body, len(body) > limit,
-                         out, relayed=True)
+        req = ApiRequest(
+            method.encode("latin-1"),
+            bytes(raw_path),
+            raw,
+            pick_headers(raw),
+            body,
+            len(body) > limit,
+            out,
+            relayed=True,
+        )
         if not req.path.startswith(b"/api/v1/"):
             out.error(req, errors.PAGE_NOT_FOUND)
             return

@@ -17,9 +17,9 @@ import logging
 from typing import Any
 
 from bigbunny import wire
-from supervisor.channel import ShardDown
-from supervisor.node import Node
-from supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record
+from bigbunny.supervisor.channel import ShardDown
+from bigbunny.supervisor.node import Node
+from bigbunny.supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record
 
 log = logging.getLogger("bbd.gc")
 ORPHAN_AGE = 10.0

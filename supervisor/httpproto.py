@@ -39,8 +39,8 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
 from bigbunny.errors import ApiError
-from supervisor.requests import WANTED, ApiRequest
-from supervisor.responses import CLOSE, OK_TEMPLATE, clock, render_error, render_raw
+from bigbunny.supervisor.requests import WANTED, ApiRequest
+from bigbunny.supervisor.responses import CLOSE, OK_TEMPLATE, clock, render_error, render_raw
 
 log = logging.getLogger("bbd.http")
 
@@ -140,8 +140,9 @@ class HttpProtocol(asyncio.Protocol):
     max_body: int = 2048
     sweeper: _Sweeper = _Sweeper()
 
-    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         if not config.loaded:
             config.load()
         self.config = config
@@ -220,8 +221,11 @@ class HttpProtocol(asyncio.Protocol):
             active.keep_alive = False
 
     def check_deadlines(self, now: float) -> None:
-        for deadline, what in ((self._hdr_deadline, "header"), (self._read_deadline, "read"),
-                               (self._idle_deadline, "idle")):
+        for deadline, what in (
+            (self._hdr_deadline, "header"),
+            (self._read_deadline, "read"),
+            (self._idle_deadline, "idle"),
+        ):
             if deadline and now > deadline:
                 self._expire(what)
                 return
@@ -443,8 +447,9 @@ class HttpProtocol(asyncio.Protocol):
             return  # the connection is gone, or a second answer (a bug): never answer another request
         keep = req.keep_alive
         if not self.transport.is_closing():
-            self.transport.write(OK_TEMPLATE % (
-                clock.line, len(body), ctype if body else b"", extra, b"" if keep else CLOSE, body))
+            self.transport.write(
+                OK_TEMPLATE % (clock.line, len(body), ctype if body else b"", extra, b"" if keep else CLOSE, body)
+            )
         self._finished(keep)
 
     def error(self, req: ApiRequest, err: ApiError, extra: bytes = b"") -> None:
@@ -505,5 +510,6 @@ class HttpProtocol(asyncio.Protocol):
 
 def make_protocol(limits: HttpLimits, api: Any, max_body: int) -> type[HttpProtocol]:
     """The protocol class uvicorn instantiates per connection, bound to this server's settings."""
-    return type("BbdHttpProtocol", (HttpProtocol,),
-                {"limits": limits, "api": api, "max_body": max_body, "sweeper": _Sweeper()})
+    return type(
+        "BbdHttpProtocol", (HttpProtocol,), {"limits": limits, "api": api, "max_body": max_body, "sweeper": _Sweeper()}
+    )

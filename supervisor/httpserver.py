@@ -23,7 +23,7 @@ from typing import Any
 
 import uvicorn
 
-from supervisor.httpproto import HttpLimits, make_protocol
+from bigbunny.supervisor.httpproto import HttpLimits, make_protocol
 
 __all__ = ["BbdServer", "HttpLimits", "make_server"]
 

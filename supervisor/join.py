@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from bigbunny import wire
 from bigbunny.sharding import shard_of
-from supervisor import peerlink
-from supervisor.channel import ShardDown
-from supervisor.role import JOINING, SECONDARY
+from bigbunny.supervisor import peerlink
+from bigbunny.supervisor.channel import ShardDown
+from bigbunny.supervisor.role import JOINING, SECONDARY
 
 if TYPE_CHECKING:
     from bigbunny.config import Peer
-    from supervisor.node import Node
-    from supervisor.replication import Receiver, Sender
-    from supervisor.role import RoleState
+    from bigbunny.supervisor.node import Node
+    from bigbunny.supervisor.replication import Receiver, Sender
+    from bigbunny.supervisor.role import RoleState
 
 log = logging.getLogger("bbd.cluster")
 JOIN_RETRY = 1.0

@@ -28,11 +28,11 @@ import zmq
 
 from bigbunny.config import Config
 from bigbunny.logs import setup_logging
-from supervisor.listeners import Listener, close_listeners, open_listeners
-from supervisor.node import Node
-from supervisor.reload import Reloader
-from supervisor.sdnotify import Notifier
-from supervisor.uds import BindError
+from bigbunny.supervisor.listeners import Listener, close_listeners, open_listeners
+from bigbunny.supervisor.node import Node
+from bigbunny.supervisor.reload import Reloader
+from bigbunny.supervisor.sdnotify import Notifier
+from bigbunny.supervisor.uds import BindError
 
 log = logging.getLogger("bbd.supervisor")
 DRAIN_TIMEOUT = 5.0
@@ -116,9 +116,9 @@ def _on_hangup(node: Node, tasks: set[asyncio.Task[object]]) -> None:
 
 
 async def _main(cfg: Config, listeners: list[Listener], rundir: str, reloader: Reloader | None = None) -> int:
-    from supervisor.admin import App
-    from supervisor.gc import Collector
-    from supervisor.httpserver import HttpLimits, make_server
+    from bigbunny.supervisor.admin import App
+    from bigbunny.supervisor.gc import Collector
+    from bigbunny.supervisor.httpserver import HttpLimits, make_server
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -137,7 +137,7 @@ async def _main(cfg: Config, listeners: list[Listener], rundir: str, reloader: R
     app = App(node, listeners[0].surface)  # the data socket: the one that serves the API
     apps = [app] + [App(node, lst.surface) for lst in listeners[1:]]
     if cfg.peers:
-        from supervisor.cluster import Cluster
+        from bigbunny.supervisor.cluster import Cluster
 
         node.cluster = Cluster(node)
         node.cluster.forwarder.api = app.api

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bigbunny.config import Config, format_addr
-from supervisor.uds import BindError, bind_uds, remove_uds
+from bigbunny.supervisor.uds import BindError, bind_uds, remove_uds
 
 __all__ = ["ADMIN", "DATA", "EVERYTHING", "METRICS", "Listener", "Surface", "close_listeners", "open_listeners"]
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from supervisor.role import JOINING, PRIMARY, SECONDARY
+from bigbunny.supervisor.role import JOINING, PRIMARY, SECONDARY
 
 if TYPE_CHECKING:
-    from supervisor.node import Node
+    from bigbunny.supervisor.node import Node
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -58,10 +58,12 @@ class NodeCollector:
         yield GaugeMetricFamily("bbd_epoch", "leader epoch", value=role.epoch)
         yield GaugeMetricFamily("bbd_stores", "stores held", value=sum(s.store_count for s in node.pool.slots))
         yield GaugeMetricFamily("bbd_tombstones", "live tombstones", value=len(node.tombstones))
-        yield GaugeMetricFamily("bbd_memory_bytes", "accounted store memory (body + 256 each)",
-                                value=node.accounting.total)
-        yield GaugeMetricFamily("bbd_memory_limit_bytes", "--memory-limit (0 = none)",
-                                value=node.accounting.memory_limit)
+        yield GaugeMetricFamily(
+            "bbd_memory_bytes", "accounted store memory (body + 256 each)", value=node.accounting.total
+        )
+        yield GaugeMetricFamily(
+            "bbd_memory_limit_bytes", "--memory-limit (0 = none)", value=node.accounting.memory_limit
+        )
         yield from self._shards()
         yield from self._requests()
         rl = CounterMetricFamily("bbd_rate_limited", "requests refused by the per-customer rate limit")
@@ -81,15 +83,22 @@ class NodeCollector:
 
     def _reloads(self) -> Iterator[Metric]:
         r = self.node.reloader
-        reloads = CounterMetricFamily("bbd_config_reloads", "config file reloads (SIGHUP, bbd reload) by result",
-                                      labels=["result"])
+        reloads = CounterMetricFamily(
+            "bbd_config_reloads", "config file reloads (SIGHUP, bbd reload) by result", labels=["result"]
+        )
         for result in ("applied", "refused"):
             reloads.add_metric([result], r.results[result] if r is not None else 0)
         yield reloads
-        yield GaugeMetricFamily("bbd_config_last_reload_timestamp_seconds",
-                                "when a reload was last applied (0 = never)", value=r.last_applied if r else 0.0)
-        yield GaugeMetricFamily("bbd_customer_memory_quota_bytes", "--customer-memory-quota (0 = none)",
-                                value=self.node.accounting.customer_quota)
+        yield GaugeMetricFamily(
+            "bbd_config_last_reload_timestamp_seconds",
+            "when a reload was last applied (0 = never)",
+            value=r.last_applied if r else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "bbd_customer_memory_quota_bytes",
+            "--customer-memory-quota (0 = none)",
+            value=self.node.accounting.customer_quota,
+        )
 
     def _shards(self) -> Iterator[Metric]:
         node = self.node
@@ -98,8 +107,9 @@ class NodeCollector:
         up = GaugeMetricFamily("bbd_shard_up", "1 if the shard answers", labels=["shard"])
         restarts = CounterMetricFamily("bbd_shard_restarts", "shard process restarts", labels=["shard"])
         calls = CounterMetricFamily("bbd_shard_calls", "requests sent to a shard (since its start)", labels=["shard"])
-        batches = CounterMetricFamily("bbd_shard_batches", "ZeroMQ messages those requests travelled in",
-                                      labels=["shard"])
+        batches = CounterMetricFamily(
+            "bbd_shard_batches", "ZeroMQ messages those requests travelled in", labels=["shard"]
+        )
         for s in node.pool.slots:
             label = [str(s.index)]
             stores.add_metric(label, s.store_count)
@@ -157,8 +167,9 @@ class NodeCollector:
         yield from (q, lag, fails, dropped, peer)
         # §15: the write gate; the families exist on a single node too (no samples), like the replication ones
         refused = CounterMetricFamily("bbd_writes_refused_no_replicas", "writes refused by --min-replicas-max-lag")
-        rlag = GaugeMetricFamily("bbd_replica_lag_seconds",
-                                 "since the secondary last caught up (-1: not primary or never acknowledged)")
+        rlag = GaugeMetricFamily(
+            "bbd_replica_lag_seconds", "since the secondary last caught up (-1: not primary or never acknowledged)"
+        )
         if cl is not None:
             refused.add_metric([], cl.gate.refused)
             ms = cl.gate.lag_ms()
@@ -174,6 +185,3 @@ def build_registry(node: Node, stats: RequestStats) -> CollectorRegistry:
 
 def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
-
-
-

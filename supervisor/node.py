@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING, Any
 from bigbunny.config import Config
 from bigbunny.sharding import shard_of
 from bigbunny.storeid import StoreIdCodec
-from supervisor.accounting import Accounting
-from supervisor.channel import ShardChannel
-from supervisor.minting import Minter
-from supervisor.ratelimit import RateLimiter
-from supervisor.registry import Registry
-from supervisor.role import RoleState
-from supervisor.shardpool import ShardPool
-from supervisor.tombstones import Tombstones
+from bigbunny.supervisor.accounting import Accounting
+from bigbunny.supervisor.channel import ShardChannel
+from bigbunny.supervisor.minting import Minter
+from bigbunny.supervisor.ratelimit import RateLimiter
+from bigbunny.supervisor.registry import Registry
+from bigbunny.supervisor.role import RoleState
+from bigbunny.supervisor.shardpool import ShardPool
+from bigbunny.supervisor.tombstones import Tombstones
 
 if TYPE_CHECKING:
-    from supervisor.reload import Reloader
+    from bigbunny.supervisor.reload import Reloader
 
 
 class Node:
@@ -39,8 +39,8 @@ class Node:
         self.nshards = cfg.shards
         codec = StoreIdCodec(cfg.keys, cfg.site, not cfg.disable_site_verification)
         self.minter = Minter(codec, cfg.shards, lambda i: not self.pool.channels[i].closed)
-        from supervisor.metrics import RequestStats
-        from supervisor.procinfo import ProcessReporter
+        from bigbunny.supervisor.metrics import RequestStats
+        from bigbunny.supervisor.procinfo import ProcessReporter
 
         self.stats = RequestStats()
         self.procinfo = ProcessReporter(self.pool)

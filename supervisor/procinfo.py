@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 if TYPE_CHECKING:
-    from supervisor.shardpool import ShardPool
+    from bigbunny.supervisor.shardpool import ShardPool
 
 
 # psutil's cpu_percent over a few milliseconds is mostly clock-tick noise (it read 336 % on 2 cores
@@ -65,8 +65,9 @@ class ProcessReporter:
                 continue
             try:
                 with p.proc.oneshot():
-                    out.append({"pid": pid, "role": role, "rss": p.proc.memory_info().rss,
-                                "cpu_percent": p.cpu_percent()})
+                    out.append(
+                        {"pid": pid, "role": role, "rss": p.proc.memory_info().rss, "cpu_percent": p.cpu_percent()}
+                    )
             except psutil.Error:
                 self._procs.pop(pid, None)
         live = {pid for pid, _ in wanted}

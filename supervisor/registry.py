@@ -112,8 +112,18 @@ class Registry:
 
 def entry_record(entry: NameEntry) -> list:
     """Replication record of an entry's current state (REG_RESERVE / REG_COMMIT / state changes)."""
-    return ["reg", "put", entry.customer, entry.name, entry.state, entry.store_id, entry.expiry,
-            entry.reservation_id, entry.version, entry.reserved_at]
+    return [
+        "reg",
+        "put",
+        entry.customer,
+        entry.name,
+        entry.state,
+        entry.store_id,
+        entry.expiry,
+        entry.reservation_id,
+        entry.version,
+        entry.reserved_at,
+    ]
 
 
 def delete_record(entry: NameEntry) -> list:

@@ -33,10 +33,10 @@ from bigbunny.configfile import ConfigFile, layer
 from bigbunny.durations import format_duration
 from bigbunny.logs import set_level
 from bigbunny.storeid import KeySet, StoreIdCodec
-from supervisor.channel import ShardDown
+from bigbunny.supervisor.channel import ShardDown
 
 if TYPE_CHECKING:
-    from supervisor.node import Node
+    from bigbunny.supervisor.node import Node
 
 log = logging.getLogger("bbd.reload")
 
@@ -88,8 +88,9 @@ def _flag(name: str) -> str:
 class Reloader:
     """Holds what start-up knew (the file, the command-line values, the environment) to redo it later."""
 
-    def __init__(self, source: ConfigFile, given: Mapping[str, Any], defaults: Mapping[str, Any],
-                 env: Mapping[str, str]) -> None:
+    def __init__(
+        self, source: ConfigFile, given: Mapping[str, Any], defaults: Mapping[str, Any], env: Mapping[str, str]
+    ) -> None:
         self.source = source
         self.given = dict(given)
         self.defaults = dict(defaults)
@@ -124,20 +125,34 @@ class Reloader:
             self.results["applied"] += 1
             self.last_applied = time.time()
             for name, change in report.changed.items():
-                log.warning("reload (%s): %s changed from %s to %s", trigger, name, _text(change["from"]),
-                            _text(change["to"]))
+                log.warning(
+                    "reload (%s): %s changed from %s to %s", trigger, name, _text(change["from"]), _text(change["to"])
+                )
             for name, change in report.restart_required.items():
-                log.warning("reload (%s): %s differs (running %s, file %s): needs a restart to apply",
-                            trigger, name, _text(change["from"]), _text(change["to"]))
+                log.warning(
+                    "reload (%s): %s differs (running %s, file %s): needs a restart to apply",
+                    trigger,
+                    name,
+                    _text(change["from"]),
+                    _text(change["to"]),
+                )
             for name in report.overridden:
                 log.info("reload (%s): %s in the file is overridden by a flag or environment variable", trigger, name)
-            log.warning("reload (%s) applied from %s: %d changed live, %d need a restart", trigger, path,
-                        len(report.changed), len(report.restart_required))
+            log.warning(
+                "reload (%s) applied from %s: %d changed live, %d need a restart",
+                trigger,
+                path,
+                len(report.changed),
+                len(report.restart_required),
+            )
             return report
 
     def _overridden(self, values: Mapping[str, Any]) -> list[str]:
-        return sorted(_flag(name) for name in values
-                      if self.given.get(name) not in (None, "") or self.env.get(OPTION_ENV.get(name, ""), ""))
+        return sorted(
+            _flag(name)
+            for name in values
+            if self.given.get(name) not in (None, "") or self.env.get(OPTION_ENV.get(name, ""), "")
+        )
 
     def _show(self, f: dataclasses.Field[Any], value: Any) -> Any:
         if not f.repr:
@@ -164,8 +179,10 @@ async def _check_key_removal(node: Node, old: KeySet, new: KeySet) -> None:
     if not gone:
         return
     if old.current in gone:
-        raise ConfigError(f"store key {old.current!r} is the current key and cannot be removed or replaced: "
-                          "make another key current first, and remove this one in a later reload")
+        raise ConfigError(
+            f"store key {old.current!r} is the current key and cannot be removed or replaced: "
+            "make another key current first, and remove this one in a later reload"
+        )
     stores = dict.fromkeys(gone, 0)
     calls = [ch.call(wire.OP_KEY_USE, extra=gone) for ch in node.channels]  # all shards count at once
     try:
@@ -173,8 +190,9 @@ async def _check_key_removal(node: Node, old: KeySet, new: KeySet) -> None:
             try:
                 res = await asyncio.wait_for(call, SHARD_TIMEOUT)
             except (ShardDown, TimeoutError):
-                raise ConfigError(f"cannot check whether store key {gone[0]!r} is in use: shard {index} "
-                                  "is not answering; try again") from None
+                raise ConfigError(
+                    f"cannot check whether store key {gone[0]!r} is in use: shard {index} is not answering; try again"
+                ) from None
             if res[0] != wire.OK:
                 raise ConfigError(f"cannot check whether store key {gone[0]!r} is in use: shard {index} failed")
             for k, n in res[1].items():
@@ -187,8 +205,9 @@ async def _check_key_removal(node: Node, old: KeySet, new: KeySet) -> None:
                 call.exception()
     for k in gone:
         if stores[k]:
-            raise ConfigError(f"store key {k!r} is still in use ({stores[k]} stores sealed with it) "
-                              "and cannot be removed or replaced")
+            raise ConfigError(
+                f"store key {k!r} is still in use ({stores[k]} stores sealed with it) and cannot be removed or replaced"
+            )
 
 
 async def _apply(node: Node, new: Config) -> None:

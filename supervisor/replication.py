@@ -34,11 +34,11 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from bigbunny import wire
-from supervisor import peerlink
-from supervisor.channel import ShardDown
+from bigbunny.supervisor import peerlink
+from bigbunny.supervisor.channel import ShardDown
 
 if TYPE_CHECKING:
-    from supervisor.node import Node
+    from bigbunny.supervisor.node import Node
 
 log = logging.getLogger("bbd.repl")
 RESEND_AFTER = 0.5
@@ -135,8 +135,9 @@ class Sender:
                     self.store_pending -= 1
                 self.dropped += 1
                 if self.dropped <= 10 or self.dropped % 1000 == 0:
-                    log.error("replication window full: dropped a record (%d so far); the peer will re-join",
-                              self.dropped)
+                    log.error(
+                        "replication window full: dropped a record (%d so far); the peer will re-join", self.dropped
+                    )
                 return
 
     def flush(self) -> None:

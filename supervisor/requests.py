@@ -52,11 +52,32 @@ class ApiRequest:
     """One ``/api/v1`` request, read whole: ``body`` ≤ ``--max-store-size``, else ``too_large`` (and ``body``
     cut to the limit + 1 bytes). ``out`` takes its one answer."""
 
-    __slots__ = ("method", "path", "headers", "wanted", "body", "too_large", "relayed", "out", "label", "t0",
-                 "keep_alive", "replicas")
+    __slots__ = (
+        "method",
+        "path",
+        "headers",
+        "wanted",
+        "body",
+        "too_large",
+        "relayed",
+        "out",
+        "label",
+        "t0",
+        "keep_alive",
+        "replicas",
+    )
 
-    def __init__(self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], wanted: list[bytes | None],
-                 body: bytes, too_large: bool, out: Responder, relayed: bool = False) -> None:
+    def __init__(
+        self,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        wanted: list[bytes | None],
+        body: bytes,
+        too_large: bool,
+        out: Responder,
+        relayed: bool = False,
+    ) -> None:
         self.method = method
         self.path = path  # raw path, no query
         self.headers = headers

@@ -24,8 +24,8 @@ from typing import Any
 import zmq
 
 from bigbunny import wire
-from shards.worker import shard_main
-from supervisor.channel import STALE_AFTER, ShardChannel, ShardDown
+from bigbunny.shards.worker import shard_main
+from bigbunny.supervisor.channel import STALE_AFTER, ShardChannel, ShardDown
 
 log = logging.getLogger("bbd.shards")
 PING_EVERY = 0.5
@@ -174,14 +174,22 @@ class ShardPool:
                 if slot.channel is None or slot.channel.closed:
                     continue
                 if ticks % int(STALE_AFTER / PING_EVERY) == 0 and slot.channel.expire_stale():
-                    log.error("shard %d (pid %s) left requests unanswered for %.0f s; failed them",
-                              slot.index, slot.pid, STALE_AFTER)
+                    log.error(
+                        "shard %d (pid %s) left requests unanswered for %.0f s; failed them",
+                        slot.index,
+                        slot.pid,
+                        STALE_AFTER,
+                    )
                 if slot.ping_sent is None:
                     assert self.loop is not None
                     self.loop.create_task(self._ping(slot))
                 elif now - slot.ping_sent > HANG_AFTER + (0 if slot.up else 10.0):
-                    log.error("shard %d (pid %s) did not answer a ping for %.1f s; killing it",
-                              slot.index, slot.pid, now - slot.ping_sent)
+                    log.error(
+                        "shard %d (pid %s) did not answer a ping for %.1f s; killing it",
+                        slot.index,
+                        slot.pid,
+                        now - slot.ping_sent,
+                    )
                     proc = slot.proc
                     if proc is not None and proc.pid:
                         try:
@@ -207,9 +215,12 @@ class ShardPool:
         never waits on a shard that may be hung."""
         now = time.monotonic()
         live = [
-            s for s in self.slots
-            if s.up and (s.ping_sent is None or now - s.ping_sent < PING_EVERY)
-            and s.channel is not None and not s.channel.closed
+            s
+            for s in self.slots
+            if s.up
+            and (s.ping_sent is None or now - s.ping_sent < PING_EVERY)
+            and s.channel is not None
+            and not s.channel.closed
         ]
         if live:
             await asyncio.wait([asyncio.ensure_future(self._ping(s)) for s in live], timeout=timeout)

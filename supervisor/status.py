@@ -8,7 +8,7 @@ from typing import Any
 
 from bigbunny import __version__
 from bigbunny.durations import format_duration
-from supervisor.node import Node
+from bigbunny.supervisor.node import Node
 
 NEVER = (1 << 63) - 1
 
@@ -24,9 +24,15 @@ async def status_document(node: Node) -> dict[str, Any]:
     slots = node.pool.slots
     cl = node.cluster
     peers: dict[str, str] = {}
-    repl: dict[str, Any] = {"queue_length": 0, "registry_queue_length": 0, "replication_fail_count": 0,
-                            "last_replication_fail": "", "replication_dropped": 0,
-                            "writes_refused_no_replicas": 0, "replica_lag_ms": None}
+    repl: dict[str, Any] = {
+        "queue_length": 0,
+        "registry_queue_length": 0,
+        "replication_fail_count": 0,
+        "last_replication_fail": "",
+        "replication_dropped": 0,
+        "writes_refused_no_replicas": 0,
+        "replica_lag_ms": None,
+    }
     if cl is not None:
         peers = {pid: _since(seen, now) for pid, seen in cl.peers_status().items()}  # §14: listed on every role
         snd = cl.sender

@@ -30,12 +30,12 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from bigbunny import errors
-from supervisor.requests import ApiRequest, Responder
-from supervisor.responses import DEGRADED, NOT_REPLICATED
-from supervisor.role import PRIMARY
+from bigbunny.supervisor.requests import ApiRequest, Responder
+from bigbunny.supervisor.responses import DEGRADED, NOT_REPLICATED
+from bigbunny.supervisor.role import PRIMARY
 
 if TYPE_CHECKING:
-    from supervisor.cluster import Cluster
+    from bigbunny.supervisor.cluster import Cluster
 
 log = logging.getLogger("bbd.cluster")
 LEAD_LEASE = 2.0  # no peer contact (or loop tick) for longer: the lead must be re-confirmed
@@ -158,8 +158,9 @@ class WriteGate:
                     continue  # we stalled during the probe: its silence proves nothing
                 if reply is not None:
                     sender, epoch, their_role = reply[1], reply[3], reply[5]
-                    if epoch > role.epoch or (epoch == role.epoch and their_role == PRIMARY
-                                              and self.node.cfg.host_id > sender):
+                    if epoch > role.epoch or (
+                        epoch == role.epoch and their_role == PRIMARY and self.node.cfg.host_id > sender
+                    ):
                         cl.lost_lead(sender, epoch)
                         return False
                 now = perf_counter()

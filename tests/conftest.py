@@ -155,12 +155,14 @@ def cust(request: pytest.FixtureRequest) -> str:
 
 # --- two-node clusters ---------------------------------------------------------------------------------
 
+
 class ClusterNode:
     """One node of a two-node loopback cluster: fixed host ID and inter-node port, so it can be
     killed, paused and restarted as the same cluster member. ``d`` is the current daemon process."""
 
-    def __init__(self, host_id: str, port: int, peer: str, flags: tuple[str, ...], dev: bool,
-                 env: dict[str, str] | None) -> None:
+    def __init__(
+        self, host_id: str, port: int, peer: str, flags: tuple[str, ...], dev: bool, env: dict[str, str] | None
+    ) -> None:
         self.host_id = host_id
         self.port = port
         self.peer = peer  # "id@127.0.0.1:port"
@@ -179,8 +181,14 @@ class ClusterNode:
     def start(self, ready: bool = True, env: dict[str, str] | None = None) -> ClusterNode:
         if env is not None:
             self.env = env
-        d = Daemon(f"--host-id={self.host_id}", f"--tcp=127.0.0.1:{self.port}", f"--peers={self.peer}",
-                   *self.flags, dev=self.dev, env=self.env)
+        d = Daemon(
+            f"--host-id={self.host_id}",
+            f"--tcp=127.0.0.1:{self.port}",
+            f"--peers={self.peer}",
+            *self.flags,
+            dev=self.dev,
+            env=self.env,
+        )
         self.history.append(d)
         if ready:
             d.wait_ready()
@@ -201,8 +209,9 @@ class ClusterNode:
         kids = psutil.Process(d.proc.pid).children(recursive=True)
         for k in kids:  # the shards' ipc directory cannot be removed by a SIGKILLed supervisor
             try:
-                self.rundirs |= {os.path.dirname(c.laddr) for c in k.net_connections("unix")
-                                 if "/bbd-" in (c.laddr or "")}
+                self.rundirs |= {
+                    os.path.dirname(c.laddr) for c in k.net_connections("unix") if "/bbd-" in (c.laddr or "")
+                }
             except psutil.Error:
                 pass
         self.killed.add(d.proc.pid)
@@ -253,8 +262,9 @@ class ClusterNode:
 class ClusterRig:
     """node1 (the first host: initial PRIMARY) and node2 on loopback, each peering the other."""
 
-    def __init__(self, *flags: str, dev: bool = True, env: dict[str, str] | None = None,
-                 env2: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *flags: str, dev: bool = True, env: dict[str, str] | None = None, env2: dict[str, str] | None = None
+    ) -> None:
         p1, p2 = free_port(), free_port()
         self.n1 = ClusterNode("node1", p1, f"node2@127.0.0.1:{p2}", flags, dev, env)
         self.n2 = ClusterNode("node2", p2, f"node1@127.0.0.1:{p1}", flags, dev, env if env2 is None else env2)
@@ -276,8 +286,10 @@ class ClusterRig:
             if s1["role"] == r1 and s2["role"] == r2:
                 return s1, s2
             if time.monotonic() > deadline:
-                raise AssertionError(f"roles not {r1}/{r2} after {timeout} s: {s1['role']}/{s2['role']}\n"
-                                     f"--- node1\n{self.n1.d.log()[-2000:]}\n--- node2\n{self.n2.d.log()[-2000:]}")
+                raise AssertionError(
+                    f"roles not {r1}/{r2} after {timeout} s: {s1['role']}/{s2['role']}\n"
+                    f"--- node1\n{self.n1.d.log()[-2000:]}\n--- node2\n{self.n2.d.log()[-2000:]}"
+                )
             time.sleep(0.02)
 
     def close(self) -> list[str]:

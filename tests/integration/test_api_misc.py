@@ -518,12 +518,14 @@ def test_every_answer_carries_a_date(node, cust) -> None:
     from email.utils import parsedate_to_datetime
 
     h = [("X-Customer-ID", cust)]
-    data = b"".join([
-        req("POST", "/api/v1/create", h, b"dated", close=False),
-        req("POST", "/api/v1/snapshot/garbage", h, close=False),
-        req("GET", "/api/v1/create", h, close=False),
-        req("GET", "/healthz", []),
-    ])
+    data = b"".join(
+        [
+            req("POST", "/api/v1/create", h, b"dated", close=False),
+            req("POST", "/api/v1/snapshot/garbage", h, close=False),
+            req("GET", "/api/v1/create", h, close=False),
+            req("GET", "/healthz", []),
+        ]
+    )
     before = time.time()
     answers = parse_responses(raw_exchange(node.sock, data))
     after = time.time()

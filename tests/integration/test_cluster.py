@@ -57,8 +57,9 @@ def is_404(c: BBClient, sid: str) -> bool:
     return False
 
 
-def raw(n: ClusterNode, path: str, body: bytes = b"", customer: str = "c1",
-        headers: dict[str, str] | None = None) -> Any:
+def raw(
+    n: ClusterNode, path: str, body: bytes = b"", customer: str = "c1", headers: dict[str, str] | None = None
+) -> Any:
     """One POST, any status: the client's Response (status, lower-cased headers, body)."""
     with BBClient(n.d.sock) as c:
         return c.request("POST", path, {"X-Customer-ID": customer, **(headers or {})}, body)
@@ -118,8 +119,9 @@ def exactly_one_primary(rig: ClusterRig) -> tuple[dict, dict]:
 
 def prod_env(token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERIALD_")}
-    env.update(SERIALD_STORE_KEYS=f"k1:{ENV_KEY}", SERIALD_ROUTING_SECRET="cluster-secret",
-               SERIALD_INTERNAL_TOKEN=token)
+    env.update(
+        SERIALD_STORE_KEYS=f"k1:{ENV_KEY}", SERIALD_ROUTING_SECRET="cluster-secret", SERIALD_INTERNAL_TOKEN=token
+    )
     return env
 
 
@@ -200,8 +202,11 @@ class TestSteadyPair:
         # the secondary converges on all of it
         s = n2.client("fwd")
         ctr_doc = {"value": 5, "version": 2, "min": 0, "max": 5}
-        wait_until(lambda: is_404(s, sid) and is_404(s, named) and has_json(s, ctr, ctr_doc),
-                   5, "forwarded writes to replicate back to node2")
+        wait_until(
+            lambda: is_404(s, sid) and is_404(s, named) and has_json(s, ctr, ctr_doc),
+            5,
+            "forwarded writes to replicate back to node2",
+        )
 
     def test_no_forward_header_on_secondary(self, pair: ClusterRig) -> None:
         r = raw(pair.n2, "/api/v1/create", b"x", "nofwd", {"X-BB-No-Forward": "true"})
@@ -242,8 +247,11 @@ def test_kill9_failover_lock_window_and_rejoin(cluster) -> None:
     wait_until(lambda: rig.n2.status()["role"] == "PRIMARY", 8, "node2 to promote", every=0.01)
     failover = time.monotonic() - t0
     # --- the lock-state-unknown window (2 s here): lock-taking and counter writes are refused
-    for fn in (lambda: c2.begin_modify(locked), lambda: c2.update(locked, b"x"),
-               lambda: c2.increment(data["counter"], 1)):
+    for fn in (
+        lambda: c2.begin_modify(locked),
+        lambda: c2.update(locked, b"x"),
+        lambda: c2.increment(data["counter"], 1),
+    ):
         e = expect_error(fn, 409, "LockStateUnknown")
         assert e.retry_after == 1 and e.headers.get("bigbunny-lock-state") == "unknown"
         assert e.message == "lock state unknown"
@@ -318,8 +326,9 @@ def test_secondary_rejoins_under_write_load(cluster) -> None:
     """Writes keep flowing while node2 restarts and joins: whatever the join snapshot misses comes by
     the stream (records refused while JOINING are re-sent), and no gap forces another join."""
     rig = cluster(*FLAGS)
-    bulk = {rig.n1.client("load").create(b"x" * 100 + str(i).encode()): b"x" * 100 + str(i).encode()
-            for i in range(1200)}  # more than one join chunk
+    bulk = {
+        rig.n1.client("load").create(b"x" * 100 + str(i).encode()): b"x" * 100 + str(i).encode() for i in range(1200)
+    }  # more than one join chunk
     acked: list[tuple[str, bytes]] = []
     stop = threading.Event()
 
@@ -478,8 +487,7 @@ def test_frozen_secondary_does_not_take_over(cluster) -> None:
 
 # --- link authentication ------------------------------------------------------------------------------
 def test_wrong_token_peer_is_refused(cluster) -> None:
-    rig = cluster(*FLAGS, dev=False, env=prod_env("the-right-token"), env2=prod_env("a-wrong-token"),
-                  converge=False)
+    rig = cluster(*FLAGS, dev=False, env=prod_env("the-right-token"), env2=prod_env("a-wrong-token"), converge=False)
     n1, n2 = rig.n1, rig.n2
     wait_until(lambda: n1.status()["role"] == "PRIMARY", 10, "node1 to lead on its own")
     good = n1.client("auth")

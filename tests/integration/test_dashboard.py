@@ -86,11 +86,25 @@ def test_every_query_names_a_metric_the_node_serves(doc: dict[str, Any], node) -
         assert names <= metrics, f"{where}: {sorted(names - metrics)} not served by /metrics ({expr!r})"
         seen |= names
     # what the operator of a pair watches (docs/operations.md §4)
-    for topic in ("bbd_role", "bbd_epoch", "bbd_requests_total", "bbd_request_duration_seconds_bucket",
-                  "bbd_rate_limited_total", "bbd_limit_rejections_total", "bbd_memory_bytes", "bbd_memory_limit_bytes",
-                  "bbd_stores", "bbd_tombstones", "bbd_replication_queue_length", "bbd_replication_lag_seconds",
-                  "bbd_replication_fail_count", "bbd_shard_restarts_total", "bbd_process_rss_bytes",
-                  "bbd_process_cpu_percent", "bbd_config_reloads_total"):
+    for topic in (
+        "bbd_role",
+        "bbd_epoch",
+        "bbd_requests_total",
+        "bbd_request_duration_seconds_bucket",
+        "bbd_rate_limited_total",
+        "bbd_limit_rejections_total",
+        "bbd_memory_bytes",
+        "bbd_memory_limit_bytes",
+        "bbd_stores",
+        "bbd_tombstones",
+        "bbd_replication_queue_length",
+        "bbd_replication_lag_seconds",
+        "bbd_replication_fail_count",
+        "bbd_shard_restarts_total",
+        "bbd_process_rss_bytes",
+        "bbd_process_cpu_percent",
+        "bbd_config_reloads_total",
+    ):
         assert topic in seen, topic
 
 

@@ -27,8 +27,14 @@ REPLICAS = {"BigBunny-Replicas": "1"}
 RELAY_BOUND = 5.5  # a request relayed by a live node is answered within the 5 s relay timeout
 
 
-def post(sock: str, path: str, body: bytes = b"", customer: str = "c1", headers: dict[str, str] | None = None,
-         timeout: float = 15.0) -> Response:
+def post(
+    sock: str,
+    path: str,
+    body: bytes = b"",
+    customer: str = "c1",
+    headers: dict[str, str] | None = None,
+    timeout: float = 15.0,
+) -> Response:
     """One POST on a fresh connection (never retried: a write must not be sent twice)."""
     with BBClient(sock, timeout=timeout) as c:
         return c.request("POST", path, {"X-Customer-ID": customer, **(headers or {})}, body)
@@ -103,8 +109,11 @@ class TestReplicasHeader:
     def test_invalid_values_are_refused_and_not_applied(self, rig: ClusterRig) -> None:
         for value in ("2", "yes", "", "-1"):
             r = post(rig.n1.d.sock, "/api/v1/create", b"x", "rep", {"BigBunny-Replicas": value})
-            assert (r.status, r.text, r.headers.get("bigbunny-error-code")) == (400, "invalid BigBunny-Replicas\n",
-                                                                             None), r
+            assert (r.status, r.text, r.headers.get("bigbunny-error-code")) == (
+                400,
+                "invalid BigBunny-Replicas\n",
+                None,
+            ), r
         assert post(rig.n1.d.sock, "/api/v1/create", b"x", "rep", {"BigBunny-Replicas": "0"}).status == 200
 
     def test_frozen_secondary_bounds_the_wait(self, rig: ClusterRig) -> None:
@@ -218,7 +227,11 @@ def test_lagging_secondary_stops_writes_not_reads(cluster) -> None:
         assert refused is not None, "writes were never refused"
         r, after = refused
         assert (r.status, r.text, r.headers.get("bigbunny-error-code"), r.headers.get("retry-after")) == (
-            503, "not enough replicas\n", "NoReplicas", "1"), r
+            503,
+            "not enough replicas\n",
+            "NoReplicas",
+            "1",
+        ), r
         assert 0.9 <= after < 2.0, after
         inc = post(p, f"/api/v1/increment/{cnt}", b'{"delta":1}', "lag")
         assert inc.headers.get("bigbunny-error-code") == "NoReplicas", inc
@@ -253,7 +266,11 @@ def test_takeover_keeps_writing_until_the_peer_rejoins(cluster) -> None:
     procs = tree(rig.n1)
     freeze(procs)
     try:
-        wait_until(lambda: post(rig.n2.d.sock, "/api/v1/create", b"x", "tk").status == 503, 4,
-                   "the rule to apply again", every=0.1)
+        wait_until(
+            lambda: post(rig.n2.d.sock, "/api/v1/create", b"x", "tk").status == 503,
+            4,
+            "the rule to apply again",
+            every=0.1,
+        )
     finally:
         thaw(procs)

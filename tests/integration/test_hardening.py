@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 
 from bigbunny.client import BBClient
 from bigbunny.config import build_config
-from supervisor.admin import App
-from supervisor.node import Node
+from bigbunny.supervisor.admin import App
+from bigbunny.supervisor.node import Node
 
 KEEPER = "keeper"
 
@@ -72,8 +72,9 @@ def raw_request(sock_path: str, data: bytes, method: str, timeout: float = 10.0)
         s.close()
 
 
-def encode_request(method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
-                   chunks: list[int] | None) -> bytes:
+def encode_request(
+    method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, chunks: list[int] | None
+) -> bytes:
     head = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: localhost"]
     head += [k + b": " + v for k, v in headers]
     if chunks is None:
@@ -129,8 +130,25 @@ def segments(draw: Any, ids: list[str]) -> bytes:
         return draw(st.binary(min_size=1, max_size=20).filter(lambda b: not set(b) & set(b" \r\n/?#")))
     if kind == "long":
         return b"a" * draw(st.integers(65, 3000))
-    return draw(st.sampled_from([b"", b"%", b"%zz", b"%2F", b"%00", b"%20%20", b"..", b".", b"%ff%fe",
-                                 b"v1:0:" + b"A" * 59, b"%C0%AF", b"cart:42", b"%E2%80%AE"]))
+    return draw(
+        st.sampled_from(
+            [
+                b"",
+                b"%",
+                b"%zz",
+                b"%2F",
+                b"%00",
+                b"%20%20",
+                b"..",
+                b".",
+                b"%ff%fe",
+                b"v1:0:" + b"A" * 59,
+                b"%C0%AF",
+                b"cart:42",
+                b"%E2%80%AE",
+            ]
+        )
+    )
 
 
 @st.composite
@@ -159,8 +177,25 @@ _customers = st.one_of(
     st.sampled_from([b"", b" ", b"bad customer", b"a" * 65, b"\xff\xfe", b"fz1\t", b"Keeper", b"keeper-", b"x" * 64]),
 )
 _ttls = st.one_of(
-    st.sampled_from([b"", b"0", b"-1", b"1", b"60", b"+7", b" 5 ", b"abc", b"60.5", b"9223372036", b"9223372037",
-                     b"9223372036854775807", b"9223372036854775808", b"-9223372036854775809", b"1e3"]),
+    st.sampled_from(
+        [
+            b"",
+            b"0",
+            b"-1",
+            b"1",
+            b"60",
+            b"+7",
+            b" 5 ",
+            b"abc",
+            b"60.5",
+            b"9223372036",
+            b"9223372037",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+            b"1e3",
+        ]
+    ),
     st.integers(-(1 << 70), 1 << 70).map(lambda n: str(n).encode()),
 )
 
@@ -176,8 +211,19 @@ def headers(draw: Any) -> list[tuple[bytes, bytes]]:
         (b"BigBunny-Not-Valid-After", _ttls),
         (b"BigBunny-Lock-ID", st.one_of(st.sampled_from([b"", b"AAAAAAAAAAAAAAAAAAAAAA"]), _value_bytes)),
         (b"BigBunny-Reuse-If-Exists", st.sampled_from([b"true", b"1", b"YES", b" on ", b"no", b"", b"\xff"])),
-        (b"Content-Type", st.sampled_from([b"application/json", b"application/json; charset=utf-8",
-                                           b"APPLICATION/JSON", b"text/plain", b"application/jsonx", b""])),
+        (
+            b"Content-Type",
+            st.sampled_from(
+                [
+                    b"application/json",
+                    b"application/json; charset=utf-8",
+                    b"APPLICATION/JSON",
+                    b"text/plain",
+                    b"application/jsonx",
+                    b"",
+                ]
+            ),
+        ),
         (b"X-BB-No-Forward", st.sampled_from([b"true", b"false", b"TRUE"])),
         (b"Accept", _value_bytes),
     ]
@@ -190,11 +236,17 @@ def headers(draw: Any) -> list[tuple[bytes, bytes]]:
     return draw(st.permutations(out)) if out else out
 
 
-_ints = st.one_of(st.integers(-(1 << 63), (1 << 63) - 1), st.integers(-(1 << 70), 1 << 70),
-                  st.sampled_from([0, 1, -1, (1 << 63) - 1, -(1 << 63), 1 << 63]))
+_ints = st.one_of(
+    st.integers(-(1 << 63), (1 << 63) - 1),
+    st.integers(-(1 << 70), 1 << 70),
+    st.sampled_from([0, 1, -1, (1 << 63) - 1, -(1 << 63), 1 << 63]),
+)
 _json_scalars = st.one_of(_ints, st.floats(allow_nan=False), st.text(max_size=10), st.none(), st.booleans())
-_json_values = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=3)
-                            | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
 _counter_keys = st.sampled_from(["type", "value", "min", "max", "delta", "Type", "VALUE", "Delta", "data"])
 
 
@@ -242,18 +294,28 @@ _chunks = st.one_of(st.none(), st.lists(st.integers(1, 700), min_size=1, max_siz
 # --- the node under test and its protected stores ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def fuzz_node() -> Iterator[dict[str, Any]]:
-    d = Daemon("--rate-limit=0", "--gc-interval=1h", "--customer-memory-quota=60000",
-               "--tombstone-customer-limit=25").wait_ready()
+    d = Daemon(
+        "--rate-limit=0", "--gc-interval=1h", "--customer-memory-quota=60000", "--tombstone-customer-limit=25"
+    ).wait_ready()
     try:
         c = d.client(KEEPER)
-        blobs = {c.create(b"keep-%d" % i + bytes(range(i * 7 % 200))): b"keep-%d" % i + bytes(range(i * 7 % 200))
-                 for i in range(12)}
+        blobs = {
+            c.create(b"keep-%d" % i + bytes(range(i * 7 % 200))): b"keep-%d" % i + bytes(range(i * 7 % 200))
+            for i in range(12)
+        }
         counters = {c.create_counter(i, -5, 1000): i for i in range(4)}
         for sid in counters:
             c.increment(sid, 1)
         named = c.create_by_name("keeper:cart", b"named")
-        yield {"d": d, "blobs": blobs, "counters": counters, "named": named, "created": {},
-               "pids": d.shard_pids(), "stats": {}}
+        yield {
+            "d": d,
+            "blobs": blobs,
+            "counters": counters,
+            "named": named,
+            "created": {},
+            "pids": d.shard_pids(),
+            "stats": {},
+        }
     finally:
         rc = d.stop()
     assert rc == 0, f"bbd exited {rc} on SIGTERM:\n{d.log()[-3000:]}"
@@ -262,8 +324,13 @@ def fuzz_node() -> Iterator[dict[str, Any]]:
 _FORMAT_EXEMPT = (200,)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 @given(data=st.data())
 def _fuzz(fuzz: dict[str, Any], data: st.DataObject) -> None:
     d: Daemon = fuzz["d"]
@@ -321,8 +388,11 @@ def test_generated_requests(fuzz_node: dict[str, Any]) -> None:
 
     # /status agrees with itself, with the per-customer view, and with the stores that really exist
     admin = BBClient(d.sock)
-    exists = [sid for sid in fuzz_node["created"] if admin.request(
-        "POST", "/internal/release-lock/" + quote_from_bytes(sid.encode(), safe=":")).status == 200]
+    exists = [
+        sid
+        for sid in fuzz_node["created"]
+        if admin.request("POST", "/internal/release-lock/" + quote_from_bytes(sid.encode(), safe=":")).status == 200
+    ]
     st_ = d.status()
     keeper_count = len(fuzz_node["blobs"]) + len(fuzz_node["counters"]) + 1
     assert st_["store_count"] == keeper_count + len(exists)

@@ -28,13 +28,19 @@ from bigbunny.client import BBClient, Response
 MAX_TTL = 3600
 DEFAULT_TTL = 1800
 TOO_LONG = f"TTL above the maximum of {MAX_TTL} seconds"
-ADMIN_ROUTES = [("GET", "/metrics"), ("GET", "/internal/customers"), ("POST", "/internal/promote"),
-                ("POST", "/internal/release-lock/v1:0:x"), ("POST", "/internal/reload")]
+ADMIN_ROUTES = [
+    ("GET", "/metrics"),
+    ("GET", "/internal/customers"),
+    ("POST", "/internal/promote"),
+    ("POST", "/internal/release-lock/v1:0:x"),
+    ("POST", "/internal/reload"),
+]
 
 
 def bbd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bigbunny", *args], capture_output=True, text=True, timeout=30,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "bigbunny", *args], capture_output=True, text=True, timeout=30, env=env
+    )
 
 
 def tcp_get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
@@ -64,8 +70,13 @@ def node() -> Iterator[Node]:
     tmp = tempfile.mkdtemp(prefix="bba", dir="/tmp")
     admin = os.path.join(tmp, "a")
     port = free_port()
-    d = Daemon("--rate-limit=0", f"--admin-uds={admin}", f"--metrics-addr=127.0.0.1:{port}",
-               f"--max-ttl={MAX_TTL}s", "--default-ttl=30m").wait_ready()
+    d = Daemon(
+        "--rate-limit=0",
+        f"--admin-uds={admin}",
+        f"--metrics-addr=127.0.0.1:{port}",
+        f"--max-ttl={MAX_TTL}s",
+        "--default-ttl=30m",
+    ).wait_ready()
     try:
         yield Node(d, admin, port)
     finally:
@@ -120,8 +131,11 @@ def test_metrics_over_tcp_parse_as_prometheus(node: Node) -> None:
     role = {s.labels["role"]: s.value for s in families["bbd_role"].samples}
     assert role == {"PRIMARY": 1.0, "SECONDARY": 0.0, "JOINING": 0.0}
     assert [s.value for s in families["bbd_shard_up"].samples] == [1.0, 1.0]
-    created = [s for s in families["bbd_requests"].samples
-               if s.name == "bbd_requests_total" and s.labels == {"endpoint": "create", "status": "200"}]
+    created = [
+        s
+        for s in families["bbd_requests"].samples
+        if s.name == "bbd_requests_total" and s.labels == {"endpoint": "create", "status": "200"}
+    ]
     assert created and created[0].value >= 1
     assert families["bbd_stores"].samples[0].value >= 1
 
@@ -247,7 +261,8 @@ def test_admin_uds_start_up_errors(sockdir: str) -> None:
     assert refused(sockdir, f"--admin-uds={data}") == f'--admin-uds must differ from --uds (both are "{data}")'
     missing = os.path.join(sockdir, "nodir", "a")
     assert refused(sockdir, f"--admin-uds={missing}") == (
-        f'invalid --admin-uds "{missing}": directory "{os.path.dirname(missing)}" does not exist')
+        f'invalid --admin-uds "{missing}": directory "{os.path.dirname(missing)}" does not exist'
+    )
     assert refused(sockdir, f"--admin-uds={sockdir}") == f'invalid --admin-uds "{sockdir}": is a directory'
 
 
@@ -257,9 +272,11 @@ def test_metrics_addr_start_up_errors(sockdir: str) -> None:
         busy.listen(1)
         port = busy.getsockname()[1]
         assert refused(sockdir, f"--metrics-addr=127.0.0.1:{port}") == (
-            f"failed to listen on metrics address 127.0.0.1:{port}: Address already in use")
+            f"failed to listen on metrics address 127.0.0.1:{port}: Address already in use"
+        )
     assert refused(sockdir, "--metrics-addr=localhost") == (
-        'invalid --metrics-addr "localhost": want HOST:PORT with a port of 0-65535')
+        'invalid --metrics-addr "localhost": want HOST:PORT with a port of 0-65535'
+    )
 
 
 def test_uds_mode_group_and_ttl_start_up_errors(sockdir: str) -> None:

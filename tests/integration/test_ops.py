@@ -67,8 +67,12 @@ def scenario() -> Iterator[Scenario]:
     * ``flood``   80 back-to-back requests against a burst of 60 → some 429 RateLimited
     """
     d = Daemon(
-        "--rate-limit=2", f"--burst-size={BURST}", f"--customer-memory-quota={QUOTA}",
-        f"--memory-limit={MEMORY_LIMIT}", f"--tombstone-customer-limit={TOMBSTONE_LIMIT}", "--gc-interval=1h",
+        "--rate-limit=2",
+        f"--burst-size={BURST}",
+        f"--customer-memory-quota={QUOTA}",
+        f"--memory-limit={MEMORY_LIMIT}",
+        f"--tombstone-customer-limit={TOMBSTONE_LIMIT}",
+        "--gc-interval=1h",
     ).wait_ready()
     try:
         s = Scenario(d)
@@ -127,31 +131,54 @@ def test_metrics_families_and_values(scenario: Scenario) -> None:
 
     types = {name: f.type for name, f in fam.items()}
     expected = {
-        "bbd_role": "gauge", "bbd_epoch": "gauge", "bbd_stores": "gauge", "bbd_tombstones": "gauge",
-        "bbd_memory_bytes": "gauge", "bbd_memory_limit_bytes": "gauge",
-        "bbd_shard_stores": "gauge", "bbd_shard_memory_bytes": "gauge", "bbd_shard_up": "gauge",
-        "bbd_shard_restarts": "counter", "bbd_shard_calls": "counter", "bbd_shard_batches": "counter",
-        "bbd_process_rss_bytes": "gauge", "bbd_process_cpu_percent": "gauge",
-        "bbd_requests": "counter", "bbd_request_duration_seconds": "histogram", "bbd_rate_limited": "counter",
-        "bbd_limit_rejections": "counter", "bbd_registry_entries": "gauge",
-        "bbd_replication_queue_length": "gauge", "bbd_replication_lag_seconds": "gauge",
-        "bbd_replication_fail_count": "gauge", "bbd_replication_dropped": "counter",
-        "bbd_writes_refused_no_replicas": "counter", "bbd_replica_lag_seconds": "gauge",
-        "bbd_peer_last_contact_seconds": "gauge", "bbd_config_reloads": "counter",
-        "bbd_config_last_reload_timestamp_seconds": "gauge", "bbd_customer_memory_quota_bytes": "gauge",
+        "bbd_role": "gauge",
+        "bbd_epoch": "gauge",
+        "bbd_stores": "gauge",
+        "bbd_tombstones": "gauge",
+        "bbd_memory_bytes": "gauge",
+        "bbd_memory_limit_bytes": "gauge",
+        "bbd_shard_stores": "gauge",
+        "bbd_shard_memory_bytes": "gauge",
+        "bbd_shard_up": "gauge",
+        "bbd_shard_restarts": "counter",
+        "bbd_shard_calls": "counter",
+        "bbd_shard_batches": "counter",
+        "bbd_process_rss_bytes": "gauge",
+        "bbd_process_cpu_percent": "gauge",
+        "bbd_requests": "counter",
+        "bbd_request_duration_seconds": "histogram",
+        "bbd_rate_limited": "counter",
+        "bbd_limit_rejections": "counter",
+        "bbd_registry_entries": "gauge",
+        "bbd_replication_queue_length": "gauge",
+        "bbd_replication_lag_seconds": "gauge",
+        "bbd_replication_fail_count": "gauge",
+        "bbd_replication_dropped": "counter",
+        "bbd_writes_refused_no_replicas": "counter",
+        "bbd_replica_lag_seconds": "gauge",
+        "bbd_peer_last_contact_seconds": "gauge",
+        "bbd_config_reloads": "counter",
+        "bbd_config_last_reload_timestamp_seconds": "gauge",
+        "bbd_customer_memory_quota_bytes": "gauge",
     }
     assert types == expected
 
     # node state: the same figures as /status (nothing changes between the two calls)
-    assert samples(fam["bbd_role"]) == {(("role", "PRIMARY"),): 1.0, (("role", "SECONDARY"),): 0.0,
-                                        (("role", "JOINING"),): 0.0}
+    assert samples(fam["bbd_role"]) == {
+        (("role", "PRIMARY"),): 1.0,
+        (("role", "SECONDARY"),): 0.0,
+        (("role", "JOINING"),): 0.0,
+    }
     assert value(fam["bbd_epoch"]) == st["leader_epoch"] == 1
     assert value(fam["bbd_stores"]) == st["store_count"] == 2 + 8 + 1
     assert value(fam["bbd_memory_bytes"]) == st["memory_usage"] == 2 * 1356 + 8 * 256 + 257
     assert value(fam["bbd_memory_limit_bytes"]) == MEMORY_LIMIT
     assert value(fam["bbd_tombstones"]) == st["tombstone_count"] == 2
-    assert samples(fam["bbd_registry_entries"]) == {(("state", "active"),): 1.0, (("state", "creating"),): 0.0,
-                                                    (("state", "deleting"),): 0.0}
+    assert samples(fam["bbd_registry_entries"]) == {
+        (("state", "active"),): 1.0,
+        (("state", "creating"),): 0.0,
+        (("state", "deleting"),): 0.0,
+    }
 
     # per shard
     for sh in st["shards"]:
@@ -161,8 +188,10 @@ def test_metrics_families_and_values(scenario: Scenario) -> None:
         assert value(fam["bbd_shard_up"], shard=label) == 1.0
         assert value(fam["bbd_shard_restarts"], "_total", shard=label) == 0.0
         # every shard got calls (pings at least); a batch carries one or more of them
-        calls, batches = value(fam["bbd_shard_calls"], "_total", shard=label), value(
-            fam["bbd_shard_batches"], "_total", shard=label)
+        calls, batches = (
+            value(fam["bbd_shard_calls"], "_total", shard=label),
+            value(fam["bbd_shard_batches"], "_total", shard=label),
+        )
         assert calls >= batches > 0
     assert sum(samples(fam["bbd_shard_stores"]).values()) == st["store_count"]
     assert sum(samples(fam["bbd_shard_memory_bytes"]).values()) == st["memory_usage"]
@@ -180,8 +209,11 @@ def test_metrics_families_and_values(scenario: Scenario) -> None:
     # latency histogram: one series per endpoint, cumulative buckets, +Inf = count = requests
     hist = fam["bbd_request_duration_seconds"]
     for endpoint in {e for e, _ in scenario.requests}:
-        buckets = [(float(s.labels["le"]), s.value) for s in hist.samples
-                   if s.name.endswith("_bucket") and s.labels["endpoint"] == endpoint]
+        buckets = [
+            (float(s.labels["le"]), s.value)
+            for s in hist.samples
+            if s.name.endswith("_bucket") and s.labels["endpoint"] == endpoint
+        ]
         bounds = [b for b, _ in buckets]
         assert bounds == sorted(bounds) and bounds[-1] == float("inf") and len(bounds) == 16
         counts = [n for _, n in buckets]
@@ -203,8 +235,10 @@ def test_metrics_families_and_values(scenario: Scenario) -> None:
     assert samples(fam["bbd_peer_last_contact_seconds"]) == {}
 
     # no --config: no reload yet (test_reload.py covers them); the quota as configured
-    assert samples(fam["bbd_config_reloads"], "_total") == {(("result", "applied"),): 0.0,
-                                                            (("result", "refused"),): 0.0}
+    assert samples(fam["bbd_config_reloads"], "_total") == {
+        (("result", "applied"),): 0.0,
+        (("result", "refused"),): 0.0,
+    }
     assert value(fam["bbd_config_last_reload_timestamp_seconds"]) == 0.0
     assert value(fam["bbd_customer_memory_quota_bytes"]) == QUOTA
 
@@ -242,7 +276,7 @@ def test_bbd_status_process_table(scenario: Scenario) -> None:
     assert lines[0].startswith("Host ID:        host1")
     at = lines.index("Processes:")
     assert lines[at + 1].split() == ["ROLE", "PID", "RSS", "CPU%"]
-    rows = [ln.split() for ln in lines[at + 2:]]
+    rows = [ln.split() for ln in lines[at + 2 :]]
     assert [r[0] for r in rows] == ["supervisor", "shard-0", "shard-1", "total"]
     pids = [int(r[1]) for r in rows[:3]]
     assert pids[0] == d.proc.pid and sorted(pids[1:]) == sorted(d.shard_pids())
@@ -285,8 +319,13 @@ def test_customers_report(scenario: Scenario) -> None:
     assert rep["customers"] == 4
 
     def row(name: str, memory: int, stores: int, tombstones: int, rate_limited: int) -> dict[str, Any]:
-        return {"customer": name, "memory": memory, "stores": stores, "tombstones": tombstones,
-                "rate_limited": rate_limited}
+        return {
+            "customer": name,
+            "memory": memory,
+            "stores": stores,
+            "tombstones": tombstones,
+            "rate_limited": rate_limited,
+        }
 
     heavy, many = row("heavy", 2712, 2, 0, 0), row("many", 2048, 8, 0, 0)
     deleter, flood = row("deleter", 257, 1, 2, 0), row("flood", 0, 0, 0, scenario.rate_limited)

@@ -29,8 +29,9 @@ def readme_blocks() -> list[str]:
 
 def run_block(script: str, sock: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), BBD_TEST_SOCK=sock)
-    return subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], capture_output=True, text=True,
-                          timeout=60, env=env, cwd=ROOT)
+    return subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT
+    )
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

@@ -98,8 +98,7 @@ def test_reload_changes_the_rate_limit_under_traffic_without_dropping_a_request(
             t.join(10)
     assert not failures, failures
     assert report["applied"] is True
-    assert report["changed"] == {"rate-limit": {"from": 100000.0, "to": 5.0},
-                                 "burst-size": {"from": 100000, "to": 5}}
+    assert report["changed"] == {"rate-limit": {"from": 100000.0, "to": 5.0}, "burst-size": {"from": 100000, "to": 5}}
     assert report["restart_required"] == {}
     before = [st for sent, st in results if sent < began]
     after = [st for sent, st in results if sent > done]
@@ -152,8 +151,9 @@ def test_key_rotation_by_reload_keeps_old_ids_readable(daemon_factory, conf, cus
     # 1. add key 2 and make it current
     write(conf, f'store-keys = "1:{K1},2:{K2}"\nstore-key-current = "2"\n')
     report = c.reload()
-    assert report["changed"] == {"store-keys": {"from": {"ids": ["1"], "current": "1"},
-                                                "to": {"ids": ["1", "2"], "current": "2"}}}
+    assert report["changed"] == {
+        "store-keys": {"from": {"ids": ["1"], "current": "1"}, "to": {"ids": ["1", "2"], "current": "2"}}
+    }
     new = c.create(b"new")
     assert new.startswith("v1:2:")
     assert (c.snapshot(old).body, c.snapshot(new).body) == (b"old", b"new")
@@ -207,9 +207,10 @@ def test_key_removal_waits_for_every_shard(daemon_factory, conf) -> None:
             pass
     wait_until(lambda: (s := d.status()["shards"][0])["up"] and s["pid"] != pid, 20, "the shard's replacement")
     d.children = psutil.Process(d.proc.pid).children(recursive=True)
-    assert d.client().reload()["changed"] == {"store-keys": {"from": {"ids": ["1", "2"], "current": "2"},
-                                                             "to": {"ids": ["2"], "current": "2"}},
-                                              "rate-limit": {"from": 100.0, "to": 1.0}}
+    assert d.client().reload()["changed"] == {
+        "store-keys": {"from": {"ids": ["1", "2"], "current": "2"}, "to": {"ids": ["2"], "current": "2"}},
+        "rate-limit": {"from": 100.0, "to": 1.0},
+    }
 
 
 def test_keys_from_the_environment_override_the_file(daemon_factory, conf) -> None:
@@ -229,8 +230,11 @@ def test_sighup_applies_limits_live(daemon_factory, conf, cust) -> None:
     d = daemon_factory(f"--config={conf}")
     c = d.client(cust)
     ids = [c.create(b"x" * 100) for _ in range(3)]
-    write(conf, "rate-limit = 0\nmemory-limit = 1200\ncustomer-memory-quota = 100000\n"
-                "tombstone-global-limit = 1\nlog-level = \"debug\"\n")
+    write(
+        conf,
+        "rate-limit = 0\nmemory-limit = 1200\ncustomer-memory-quota = 100000\n"
+        'tombstone-global-limit = 1\nlog-level = "debug"\n',
+    )
     d.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: metric(d, "bbd_config_reloads_total", result="applied") == 1, 10, "the SIGHUP reload")
     assert metric(d, "bbd_memory_limit_bytes") == 1200
@@ -242,11 +246,13 @@ def test_sighup_applies_limits_live(daemon_factory, conf, cust) -> None:
     r = call(d, f"/api/v1/delete/{ids[1]}", cust)
     assert (r.status, r.headers.get("bigbunny-error-code")) == (429, "TombstoneLimitExceeded")
     log = d.log()
-    for line in ("reload (SIGHUP): memory-limit changed from 0 to 1200",
-                 "reload (SIGHUP): customer-memory-quota changed from 0 to 100000",
-                 "reload (SIGHUP): tombstone-global-limit changed from 0 to 1",
-                 "reload (SIGHUP): log-level changed from info to debug",
-                 "reload (SIGHUP) applied from"):
+    for line in (
+        "reload (SIGHUP): memory-limit changed from 0 to 1200",
+        "reload (SIGHUP): customer-memory-quota changed from 0 to 100000",
+        "reload (SIGHUP): tombstone-global-limit changed from 0 to 1",
+        "reload (SIGHUP): log-level changed from info to debug",
+        "reload (SIGHUP) applied from",
+    ):
         assert line in log, line
 
 
@@ -288,9 +294,11 @@ def test_bbd_reload_cli(daemon_factory, conf) -> None:
     write(conf, "rate-limit = 20\nmax-store-size = 100\nshards = 4\n")  # --shards=2 is on the command line
     r = bbd_cli("reload", f"-uds={d.sock}")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == (f"reloaded {conf}\n  changed: rate-limit 10.0 -> 20.0\n"
-                        "  needs a restart: max-store-size 2048 -> 100\n"
-                        "  ignored: shards (set by a flag or environment variable)\n")
+    assert r.stdout == (
+        f"reloaded {conf}\n  changed: rate-limit 10.0 -> 20.0\n"
+        "  needs a restart: max-store-size 2048 -> 100\n"
+        "  ignored: shards (set by a flag or environment variable)\n"
+    )
     r = bbd_cli("reload", "--json", f"--uds={d.sock}")
     assert r.stdout.startswith('{"applied":true,') and '"changed":{}' in r.stdout
     write(conf, "rate-limit = fast\n")
@@ -303,7 +311,10 @@ def test_reload_endpoint_without_config(daemon_factory) -> None:
     d = daemon_factory()
     r = call(d, "/internal/reload")
     assert (r.status, r.headers.get("bigbunny-error-code"), r.headers.get("content-type")) == (
-        409, "NoConfigFile", "application/json")
+        409,
+        "NoConfigFile",
+        "application/json",
+    )
     assert r.body == b'{"applied":false,"error":"no config file to reload (start bbd with --config)"}\n'
     assert call(d, "/internal/reload", method="GET").status == 405
     r = bbd_cli("reload", f"--uds={d.sock}")
@@ -315,7 +326,8 @@ def test_bad_config_file_stops_the_start(conf) -> None:
     r = bbd_cli("--dev", f"--config={conf}", "--uds=/tmp/bbd-never.sock")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
-        f"config file {conf}: unknown key 'burst_size' (did you mean 'burst-size'? keys are the long flag names)")
+        f"config file {conf}: unknown key 'burst_size' (did you mean 'burst-size'? keys are the long flag names)"
+    )
 
 
 # --- a pair -----------------------------------------------------------------------------------------------
@@ -356,8 +368,9 @@ def test_socket_and_ttl_flags_from_the_file_and_reload_on_the_admin_socket(daemo
     assert stat.S_IMODE(os.lstat(d.sock).st_mode) == 0o660
     assert stat.S_IMODE(os.lstat(admin).st_mode) == 0o600
     long = {"BigBunny-Not-Valid-After": "3601"}
-    assert_error(call(d, "/api/v1/create", "ttl", b"x", long), 400, "TTL above the maximum of 3600 seconds",
-                 "TTLTooLong")
+    assert_error(
+        call(d, "/api/v1/create", "ttl", b"x", long), 400, "TTL above the maximum of 3600 seconds", "TTLTooLong"
+    )
     sid = d.client("ttl").create(b"x")
     assert 1790 <= int(snap(d, "ttl", sid).headers["bigbunny-not-valid-after"]) <= 1800
     # /internal/reload (like every /internal/ route) is on the admin socket only; bbd reload goes there.
@@ -369,11 +382,14 @@ def test_socket_and_ttl_flags_from_the_file_and_reload_on_the_admin_socket(daemo
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["changed"] == {"rate-limit": {"from": 10.0, "to": 20.0}}
-    assert report["restart_required"] == {"admin-uds": {"from": admin, "to": f"{admin}2"},
-                                          "uds-mode": {"from": "0660", "to": "0600"},
-                                          "max-ttl": {"from": 3600, "to": 7200}}
+    assert report["restart_required"] == {
+        "admin-uds": {"from": admin, "to": f"{admin}2"},
+        "uds-mode": {"from": "0660", "to": "0600"},
+        "max-ttl": {"from": 3600, "to": 7200},
+    }
     # The running sockets and bound stay until a restart.
     assert stat.S_IMODE(os.lstat(d.sock).st_mode) == 0o660 and not os.path.exists(f"{admin}2")
-    assert_error(call(d, "/api/v1/create", "ttl", b"x", long), 400, "TTL above the maximum of 3600 seconds",
-                 "TTLTooLong")
+    assert_error(
+        call(d, "/api/v1/create", "ttl", b"x", long), 400, "TTL above the maximum of 3600 seconds", "TTLTooLong"
+    )
     assert "reload (POST /internal/reload): max-ttl differs (running 3600, file 7200): needs a restart" in d.log()

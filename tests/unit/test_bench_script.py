@@ -22,8 +22,20 @@ WORKLOADS = ["create", "snapshot", "update", "modify", "incr", "mixed"]
 
 def test_bench_all_workloads_against_started_daemon() -> None:
     argv = [
-        sys.executable, BENCH, "--start-daemon", "--workload", ",".join(WORKLOADS),
-        "--duration", "0.5", "--conns", "4", "--stores", "50", "--counters", "10", "--json",
+        sys.executable,
+        BENCH,
+        "--start-daemon",
+        "--workload",
+        ",".join(WORKLOADS),
+        "--duration",
+        "0.5",
+        "--conns",
+        "4",
+        "--stores",
+        "50",
+        "--counters",
+        "10",
+        "--json",
     ]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
@@ -49,8 +61,9 @@ def test_bench_help_and_bad_workload() -> None:
 
 def test_bench_unreachable_daemon_fails_fast(tmp_path) -> None:
     sock = str(tmp_path / "none.sock")
-    p = subprocess.run([sys.executable, BENCH, "--uds", sock, "--duration", "0.2"],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, BENCH, "--uds", sock, "--duration", "0.2"], capture_output=True, text=True, timeout=30
+    )
     assert p.returncode == 2, p.stderr
     assert "cannot reach bbd" in p.stderr
 
@@ -59,8 +72,25 @@ def test_bench_cluster_mode_lag_throughput_failover() -> None:
     """`ops/bench cluster` starts a pair (and a single node), measures all three parts and verifies them."""
     # small enough that the primary's replication window (10,000 records) cannot overflow in a cell
     argv = [
-        sys.executable, BENCH, "cluster", "--lag-writes", "20", "--duration", "0.5", "--warmup", "0.1",
-        "--tp-conns", "2", "--stores", "20", "--fo-kill-after", "1", "--fo-settle", "0.5", "--fo-bound", "20",
+        sys.executable,
+        BENCH,
+        "cluster",
+        "--lag-writes",
+        "20",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        "--tp-conns",
+        "2",
+        "--stores",
+        "20",
+        "--fo-kill-after",
+        "1",
+        "--fo-settle",
+        "0.5",
+        "--fo-bound",
+        "20",
         "--json",
     ]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=75, cwd=ROOT)
@@ -104,8 +134,24 @@ def test_bench_cluster_replicas_and_gate() -> None:
     """The write-gate parts: BigBunny-Replicas: 1 against plain writes (each read back on the secondary), and
     a pair with --min-replicas-max-lag against one without."""
     argv = [
-        sys.executable, BENCH, "cluster", "--parts", "replicas,gate", "--rep-blocks", "2", "--rep-block", "5",
-        "--tp-workloads", "create", "--tp-conns", "2", "--duration", "0.3", "--warmup", "0.1", "--json",
+        sys.executable,
+        BENCH,
+        "cluster",
+        "--parts",
+        "replicas,gate",
+        "--rep-blocks",
+        "2",
+        "--rep-block",
+        "5",
+        "--tp-workloads",
+        "create",
+        "--tp-conns",
+        "2",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--json",
     ]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=75, cwd=ROOT)
     assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
@@ -123,14 +169,20 @@ def test_bench_cluster_replicas_and_gate() -> None:
 def test_bench_cluster_args() -> None:
     p = subprocess.run([sys.executable, BENCH, "cluster", "--help"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "--primary-pid" in p.stdout and "--lag-writes" in p.stdout
-    p = subprocess.run([sys.executable, BENCH, "cluster", "--primary", "/tmp/x"], capture_output=True, text=True,
-                       timeout=30)
+    p = subprocess.run(
+        [sys.executable, BENCH, "cluster", "--primary", "/tmp/x"], capture_output=True, text=True, timeout=30
+    )
     assert p.returncode == 2 and "go together" in p.stderr
-    p = subprocess.run([sys.executable, BENCH, "cluster", "--parts", "nope"], capture_output=True, text=True,
-                       timeout=30)
+    p = subprocess.run(
+        [sys.executable, BENCH, "cluster", "--parts", "nope"], capture_output=True, text=True, timeout=30
+    )
     assert p.returncode == 2 and "--parts" in p.stderr
-    p = subprocess.run([sys.executable, BENCH, "cluster", "--loadgen", "/nonexistent/loadgen"], capture_output=True,
-                       text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, BENCH, "cluster", "--loadgen", "/nonexistent/loadgen"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 2 and "--loadgen" in p.stderr
 
 
@@ -155,8 +207,24 @@ def test_bench_cluster_throughput_with_a_compiled_load_generator(tmp_path) -> No
     fake = tmp_path / "loadgen"
     fake.write_text(FAKE_LOADGEN.format(python=sys.executable, log=str(log)))
     fake.chmod(0o755)
-    argv = [sys.executable, BENCH, "cluster", "--parts", "throughput", "--loadgen", str(fake), "--duration", "0.5",
-            "--warmup", "0.1", "--tp-conns", "3", "--stores", "20", "--json"]
+    argv = [
+        sys.executable,
+        BENCH,
+        "cluster",
+        "--parts",
+        "throughput",
+        "--loadgen",
+        str(fake),
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        "--tp-conns",
+        "3",
+        "--stores",
+        "20",
+        "--json",
+    ]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=75, cwd=ROOT)
     assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
     doc = json.loads(p.stdout)

@@ -94,9 +94,9 @@ def daemon_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return int(calls["rc"])
 
     monkeypatch.setattr(bigbunny.config, "build_config", build_config)
-    monkeypatch.setitem(sys.modules, "supervisor.lifecycle", types.SimpleNamespace(run=run))
+    monkeypatch.setitem(sys.modules, "bigbunny.supervisor.lifecycle", types.SimpleNamespace(run=run))
     # not imported for real while build_config is the fake above: it would keep that one for good
-    monkeypatch.setitem(sys.modules, "supervisor.reload", types.SimpleNamespace(Reloader=None))
+    monkeypatch.setitem(sys.modules, "bigbunny.supervisor.reload", types.SimpleNamespace(Reloader=None))
     return calls
 
 

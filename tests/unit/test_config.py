@@ -316,8 +316,9 @@ def test_admin_uds_from_flag_or_environment(tmp_path) -> None:
     assert err({"dev": True, "admin_uds": rel}) == f'--admin-uds must differ from --uds (both are "{rel}")'
 
 
-@pytest.mark.parametrize(("value", "mode"), [("0660", 0o660), ("660", 0o660), ("0600", 0o600), (0o640, 0o640),
-                                             ("0666", 0o666)])
+@pytest.mark.parametrize(
+    ("value", "mode"), [("0660", 0o660), ("660", 0o660), ("0600", 0o600), (0o640, 0o640), ("0666", 0o666)]
+)
 def test_uds_mode(value: object, mode: int) -> None:
     assert build_config({"dev": True, "uds_mode": value}, {}).uds_mode == mode
 
@@ -336,8 +337,15 @@ def test_uds_group_by_name_or_gid() -> None:
     assert err({"dev": True, "uds_group": "no-such-group-x"}) == 'unknown group "no-such-group-x" (--uds-group)'
 
 
-@pytest.mark.parametrize(("spec", "addr"), [("127.0.0.1:9100", ("127.0.0.1", 9100)), (":9100", ("", 9100)),
-                                            ("[::1]:9100", ("::1", 9100)), ("localhost:0", ("localhost", 0))])
+@pytest.mark.parametrize(
+    ("spec", "addr"),
+    [
+        ("127.0.0.1:9100", ("127.0.0.1", 9100)),
+        (":9100", ("", 9100)),
+        ("[::1]:9100", ("::1", 9100)),
+        ("localhost:0", ("localhost", 0)),
+    ],
+)
 def test_metrics_addr(spec: str, addr: tuple[str, int]) -> None:
     c = build_config({"dev": True, "metrics_addr": spec}, {})
     assert c.metrics_addr == addr
@@ -357,6 +365,8 @@ def test_ttl_bounds() -> None:
     assert err({"dev": True, "default_ttl": 0}) == "invalid --default-ttl 0 (must be at least 1s)"
     assert err({"dev": True, "max_ttl": "soon"}).startswith('invalid --max-ttl "soon": ')
     assert err({"dev": True, "max_ttl": 9_223_372_037}).startswith("invalid --max-ttl")
+
+
 # --- §15: the replica lag bound and the replica wait ------------------------------------------------------
 def test_min_replicas_max_lag_flag_env_and_refusals() -> None:
     pair = {"dev": True, "peers": "n2@127.0.0.1:9"}

@@ -39,7 +39,9 @@ def refused(tmp_path: Path, text: str) -> str:
 
 
 def test_values_take_each_flags_type(tmp_path: Path) -> None:
-    values = read(tmp_path, """
+    values = read(
+        tmp_path,
+        """
         rate-limit = 50            # float flag, integer in TOML
         burst-size = 10
         memory-limit = 1048576
@@ -48,10 +50,17 @@ def test_values_take_each_flags_type(tmp_path: Path) -> None:
         log-level = "DEBUG"        # choices ignore case, as on the command line
         dev = true
         peers = "node2@10.0.0.2:8081"
-    """)
+    """,
+    )
     assert values == {
-        "rate_limit": 50.0, "burst_size": 10, "memory_limit": 1048576, "lock_timeout": 0.75, "gc_interval": 12.0,
-        "log_level": "debug", "dev": True, "peers": "node2@10.0.0.2:8081",
+        "rate_limit": 50.0,
+        "burst_size": 10,
+        "memory_limit": 1048576,
+        "lock_timeout": 0.75,
+        "gc_interval": 12.0,
+        "log_level": "debug",
+        "dev": True,
+        "peers": "node2@10.0.0.2:8081",
     }
     assert isinstance(values["rate_limit"], float)
 
@@ -109,18 +118,28 @@ def test_missing_and_unreadable_file(tmp_path: Path) -> None:
 def test_secrets_in_a_readable_file_warn(tmp_path: Path) -> None:
     path = write(tmp_path, f'store-keys = "1:{K1}"', 0o644)
     warnings = read_config_file(path, OPTIONS).warnings
-    assert warnings == (f"config file {path} holds store-keys but is readable by others (mode 0644); "
-                        "use 0600 or 0640",)
+    assert warnings == (f"config file {path} holds store-keys but is readable by others (mode 0644); use 0600 or 0640",)
     os.chmod(path, 0o600)
     assert read_config_file(path, OPTIONS).warnings == ()
     assert ConfigFile(write(tmp_path, "rate-limit = 1", 0o644), OPTIONS).read().warnings == ()  # no secret
 
 
 def test_precedence_flag_then_env_then_file_then_default() -> None:
-    file = {"rate_limit": 5.0, "burst_size": 7, "store_keys": f"1:{K1}", "routing_secret": "file-secret",
-            "internal_token": "file-token"}
-    defaults = {"rate_limit": 100.0, "burst_size": 200, "store_keys": "", "routing_secret": "",
-                "internal_token": "", "memory_limit": 0}
+    file = {
+        "rate_limit": 5.0,
+        "burst_size": 7,
+        "store_keys": f"1:{K1}",
+        "routing_secret": "file-secret",
+        "internal_token": "file-token",
+    }
+    defaults = {
+        "rate_limit": 100.0,
+        "burst_size": 200,
+        "store_keys": "",
+        "routing_secret": "",
+        "internal_token": "",
+        "memory_limit": 0,
+    }
     given = {"burst_size": 9}
     opts = layer(given, defaults, file)
     assert opts["rate_limit"] is None and opts["burst_size"] == 9 and opts["memory_limit"] == 0
@@ -151,7 +170,7 @@ def daemon_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         calls.update(cfg=cfg, reloader=reloader, warnings=warnings)
         return 0
 
-    monkeypatch.setitem(sys.modules, "supervisor.lifecycle", types.SimpleNamespace(run=run))
+    monkeypatch.setitem(sys.modules, "bigbunny.supervisor.lifecycle", types.SimpleNamespace(run=run))
     return calls
 
 
@@ -195,7 +214,7 @@ def test_ops_example_file_is_valid(tmp_path: Path) -> None:
     cfg, values = _example_config((ROOT / "ops" / "bbd.toml.example").read_text(), tmp_path)
     assert (cfg.memory_limit, cfg.customer_memory_quota, cfg.site) == (4294967296, 104857600, "prod")
     assert cfg.keys == KeySet({"1": bytes.fromhex(K1)}, "1")
-    from supervisor.reload import LIVE_FIELDS  # the file's first part is exactly what a reload applies
+    from bigbunny.supervisor.reload import LIVE_FIELDS  # the file's first part is exactly what a reload applies
 
     live = (ROOT / "ops" / "bbd.toml.example").read_text().split("# --- read at start only")[0]
     live_keys = {line.split("=")[0].strip() for line in live.splitlines() if "=" in line and line[0] != "#"}
@@ -207,26 +226,42 @@ def test_configuration_doc_example_is_the_ops_file(tmp_path: Path) -> None:
     blocks = doc.split("```toml\n")[1:]
     assert len(blocks) == 1
     text = blocks[0].split("```")[0]
-    assert _example_config(text, tmp_path)[1] == _example_config((ROOT / "ops" / "bbd.toml.example").read_text(),
-                                                                 tmp_path)[1]
+    assert (
+        _example_config(text, tmp_path)[1]
+        == _example_config((ROOT / "ops" / "bbd.toml.example").read_text(), tmp_path)[1]
+    )
 
 
 def test_socket_and_ttl_flags_in_the_file(tmp_path: Path) -> None:
     admin = str(tmp_path / "admin.sock")
-    values = read(tmp_path, f'admin-uds = "{admin}"\nuds-mode = "0660"\nmetrics-addr = "127.0.0.1:9464"\n'
-                            'max-ttl = "30d"\ndefault-ttl = 3600\n')
-    assert values == {"admin_uds": admin, "uds_mode": "0660", "metrics_addr": "127.0.0.1:9464",
-                      "max_ttl": 2_592_000, "default_ttl": 3600}
+    values = read(
+        tmp_path,
+        f'admin-uds = "{admin}"\nuds-mode = "0660"\nmetrics-addr = "127.0.0.1:9464"\n'
+        'max-ttl = "30d"\ndefault-ttl = 3600\n',
+    )
+    assert values == {
+        "admin_uds": admin,
+        "uds_mode": "0660",
+        "metrics_addr": "127.0.0.1:9464",
+        "max_ttl": 2_592_000,
+        "default_ttl": 3600,
+    }
     cfg = build_config(layer({}, {}, values), {}, {**values, "dev": True})
     assert (cfg.admin_uds, cfg.uds_mode, cfg.metrics_addr, cfg.max_ttl, cfg.default_ttl) == (
-        admin, 0o660, ("127.0.0.1", 9464), 2_592_000, 3600)
+        admin,
+        0o660,
+        ("127.0.0.1", 9464),
+        2_592_000,
+        3600,
+    )
     # flag > SERIALD_ADMIN_UDS > file, as for the secrets
     env = {"SERIALD_ADMIN_UDS": str(tmp_path / "env.sock")}
     assert build_config(layer({}, {}, values), env, {**values, "dev": True}).admin_uds == env["SERIALD_ADMIN_UDS"]
     flag = {"admin_uds": str(tmp_path / "flag.sock")}
     assert build_config(layer(flag, {}, values), env, {**values, "dev": True}).admin_uds == flag["admin_uds"]
-    assert refused(tmp_path, "max-ttl = 1.5\n").endswith("key 'max-ttl': expected a TTL string (\"14d\") or whole "
-                                                          "seconds, got float")
+    assert refused(tmp_path, "max-ttl = 1.5\n").endswith(
+        "key 'max-ttl': expected a TTL string (\"14d\") or whole seconds, got float"
+    )
     assert "key 'max-ttl': " in refused(tmp_path, 'max-ttl = "3x"\n')
     assert refused(tmp_path, "uds-mode = 0o660\n").endswith("key 'uds-mode': expected a string, got integer")
     with pytest.raises(ConfigError, match="above --max-ttl"):

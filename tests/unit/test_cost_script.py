@@ -20,8 +20,23 @@ BBD = os.path.join(os.path.dirname(sys.executable), "bbd")
 
 @pytest.mark.skipif(not os.access(LOADGEN, os.X_OK), reason="the yardstick's load generator is not here")
 def test_cost_reports_cpu_per_request_of_every_process() -> None:
-    argv = [sys.executable, COST, "--bbd", BBD, "--shards", "2", "--conns", "4", "--duration", "1",
-            "--warmup", "0.3", "--stores", "200", "--json"]
+    argv = [
+        sys.executable,
+        COST,
+        "--bbd",
+        BBD,
+        "--shards",
+        "2",
+        "--conns",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--stores",
+        "200",
+        "--json",
+    ]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
     row = json.loads(p.stdout.strip().splitlines()[-1])

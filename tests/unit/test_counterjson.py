@@ -9,8 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bigbunny import errors
-from shards import counterjson as cj
-from shards.counterjson import parse_counter_spec, parse_delta, parse_set, render_add, render_internal, render_snapshot
+from bigbunny.shards import counterjson as cj
+from bigbunny.shards.counterjson import (
+    parse_counter_spec,
+    parse_delta,
+    parse_set,
+    render_add,
+    render_internal,
+    render_snapshot,
+)
 
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1

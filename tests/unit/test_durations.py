@@ -131,8 +131,19 @@ def test_parse_returns_seconds() -> None:
 # --- TTL flags: Go durations plus days, in whole seconds ------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("14d", 1_209_600), ("1d12h", 129_600), ("36h", 129_600), ("90m", 5400), ("3600s", 3600), ("0", 0),
-     ("1.5d", 129_600), ("1500ms", None), ("1x", None), ("", None), ("d", None)],
+    [
+        ("14d", 1_209_600),
+        ("1d12h", 129_600),
+        ("36h", 129_600),
+        ("90m", 5400),
+        ("3600s", 3600),
+        ("0", 0),
+        ("1.5d", 129_600),
+        ("1500ms", None),
+        ("1x", None),
+        ("", None),
+        ("d", None),
+    ],
 )
 def test_parse_ttl_seconds(text: str, seconds: int | None) -> None:
     if seconds is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from shards.gcpolicy import GcPolicy
+from bigbunny.shards.gcpolicy import GcPolicy
 
 
 def test_gc_policy_collects_and_freezes_once_per_interval() -> None:

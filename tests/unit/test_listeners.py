@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from bigbunny.config import build_config
-from supervisor.admin import App, NoApi
-from supervisor.api import StoreApi
-from supervisor.listeners import ADMIN, DATA, EVERYTHING, METRICS, admin_only, open_listeners
-from supervisor.node import Node
-from supervisor.uds import BindError
+from bigbunny.supervisor.admin import App, NoApi
+from bigbunny.supervisor.api import StoreApi
+from bigbunny.supervisor.listeners import ADMIN, DATA, EVERYTHING, METRICS, admin_only, open_listeners
+from bigbunny.supervisor.node import Node
+from bigbunny.supervisor.uds import BindError
 
 
 @pytest.fixture(scope="module")

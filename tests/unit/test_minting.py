@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bigbunny.sharding import shard_of
 from bigbunny.storeid import KeySet, StoreIdCodec
-from supervisor.minting import Minter
+from bigbunny.supervisor.minting import Minter
 
 
 def codec() -> StoreIdCodec:

@@ -21,10 +21,10 @@ from starlette.routing import Route
 
 from bigbunny import errors
 from bigbunny.config import build_config
-from supervisor import metrics, status
-from supervisor.admin import App, customer_report
-from supervisor.api_names import NamesApi
-from supervisor.node import Node
+from bigbunny.supervisor import metrics, status
+from bigbunny.supervisor.admin import App, customer_report
+from bigbunny.supervisor.api_names import NamesApi
+from bigbunny.supervisor.node import Node
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -114,9 +114,19 @@ def test_every_route_is_described_with_its_methods(spec: dict[str, Any], app: Ap
 
 def test_expected_paths_are_there(spec: dict[str, Any]) -> None:
     """A guard against the route table itself shrinking unnoticed."""
-    for path in ("/status", "/metrics", "/healthz", "/readyz", "/internal/customers", "/internal/promote",
-                 "/internal/release-lock/{id}", "/api/v1/create", "/api/v1/snapshot/{id}",
-                 "/api/v1/create-by-name/{name}", "/api/v1/lookup-id-by-name/{name}"):
+    for path in (
+        "/status",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/internal/customers",
+        "/internal/promote",
+        "/internal/release-lock/{id}",
+        "/api/v1/create",
+        "/api/v1/snapshot/{id}",
+        "/api/v1/create-by-name/{name}",
+        "/api/v1/lookup-id-by-name/{name}",
+    ):
         assert path in spec["paths"], path
 
 
@@ -223,7 +233,7 @@ def test_metrics_description_names_every_family(spec: dict[str, Any], node: Node
 def test_reload_report_shape(spec: dict[str, Any], node: Node, tmp_path: Path) -> None:
     from bigbunny.cli_daemon import daemon_command
     from bigbunny.configfile import ConfigFile
-    from supervisor.reload import Reloader
+    from bigbunny.supervisor.reload import Reloader
 
     conf = tmp_path / "bbd.toml"
     conf.write_text("max-store-size = 100\n")
@@ -237,6 +247,7 @@ def test_reload_report_shape(spec: dict[str, Any], node: Node, tmp_path: Path) -
     props, required = _schema_keys(spec, "ReloadReport")
     assert set(applied) == required and set(refused) == required | {"error"} and props == required | {"error"}
     assert applied["restart_required"] == {"max-store-size": {"from": 2048, "to": 100}}
-    assert {applied["trigger"], refused["trigger"]} == set(spec["components"]["schemas"]["ReloadReport"]
-                                                            ["properties"]["trigger"]["enum"])
+    assert {applied["trigger"], refused["trigger"]} == set(
+        spec["components"]["schemas"]["ReloadReport"]["properties"]["trigger"]["enum"]
+    )
     assert set(_schema_keys(spec, "ReloadRefused")[0]) == {"applied", "error"}

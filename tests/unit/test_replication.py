@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from supervisor import replication
-from supervisor.replication import FAIL_AFTER, Receiver, Sender
+from bigbunny.supervisor import replication
+from bigbunny.supervisor.replication import FAIL_AFTER, Receiver, Sender
 
 
 class Clock:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from supervisor.sdnotify import Notifier
+from bigbunny.supervisor.sdnotify import Notifier
 
 
 @pytest.fixture

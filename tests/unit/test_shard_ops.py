@@ -8,9 +8,9 @@ import pytest
 
 from bigbunny import errors, wire
 from bigbunny.sharding import shard_of
+from bigbunny.shards.engine import StoreEngine
+from bigbunny.shards.ops import ShardOps
 from bigbunny.storeid import KeySet, StoreIdCodec
-from shards.engine import StoreEngine
-from shards.ops import ShardOps
 
 
 class CountingCodec(StoreIdCodec):
@@ -116,4 +116,3 @@ def test_modify_records_carry_the_shard_id_when_replicating(replicate: bool) -> 
     else:
         assert len(begin) == 5  # [rid, err, a, b] + body: no replication record
         assert codec.opens == 0
-

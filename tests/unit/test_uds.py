@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from supervisor import uds
-from supervisor.uds import BindError, bind_uds
+from bigbunny.supervisor import uds
+from bigbunny.supervisor.uds import BindError, bind_uds
 
 
 @pytest.fixture
@@ -69,8 +69,7 @@ def test_default_is_0600_and_no_chown(monkeypatch: pytest.MonkeyPatch, path: str
         sock.close()
 
 
-def test_failure_to_set_permissions_is_fatal_and_leaves_no_socket(monkeypatch: pytest.MonkeyPatch,
-                                                                  path: str) -> None:
+def test_failure_to_set_permissions_is_fatal_and_leaves_no_socket(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     def denied(p: str, *args: Any) -> None:
         raise PermissionError(1, "Operation not permitted")
 

@@ -10,9 +10,7 @@ from hypothesis import strategies as st
 from bigbunny import wire
 
 header_values = st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=40), st.booleans())
-items = st.lists(
-    st.tuples(st.lists(header_values, min_size=1, max_size=9), st.binary(max_size=3000)), max_size=20
-)
+items = st.lists(st.tuples(st.lists(header_values, min_size=1, max_size=9), st.binary(max_size=3000)), max_size=20)
 
 
 @given(items)

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from bigbunny import errors
-from supervisor import writegate
-from supervisor.responses import DEGRADED, NOT_REPLICATED
-from supervisor.role import JOINING, PRIMARY, SECONDARY, RoleState
-from supervisor.writegate import LEAD_LEASE, HeldAnswer, WriteGate
+from bigbunny.supervisor import writegate
+from bigbunny.supervisor.responses import DEGRADED, NOT_REPLICATED
+from bigbunny.supervisor.role import JOINING, PRIMARY, SECONDARY, RoleState
+from bigbunny.supervisor.writegate import LEAD_LEASE, HeldAnswer, WriteGate
 
 
 class FakeCluster:
@@ -204,8 +204,11 @@ class Sink:
 
 
 def test_held_answer_is_released_as_settled() -> None:
-    for warning, expect in ((b"", ("ok", b"id", DEGRADED)), (NOT_REPLICATED, ("ok", b"id", NOT_REPLICATED)),
-                            (None, ("error", errors.LEAD_LOST))):
+    for warning, expect in (
+        (b"", ("ok", b"id", DEGRADED)),
+        (NOT_REPLICATED, ("ok", b"id", NOT_REPLICATED)),
+        (None, ("error", errors.LEAD_LOST)),
+    ):
         sink = Sink()
         req = SimpleNamespace(out=sink)
         held = HeldAnswer(sink)
