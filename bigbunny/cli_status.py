@@ -73,6 +73,9 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"{'Uptime:':<16}{_uptime(st['uptime'])}")
     if "version" in st:
         lines.append(f"{'Version:':<16}{st['version']}")
+    if st.get("replica_lag_ms") is not None:  # §15: a pair's write gate (null on a single node)
+        lines.append(f"{'Replica Lag:':<16}{num(st['replica_lag_ms'])} ms")
+        lines.append(f"{'Lag Refusals:':<16}{num(st.get('writes_refused_no_replicas', 0))}")
     peers = st.get("peers") or {}
     if isinstance(peers, dict) and peers:
         lines.append("Peers:")

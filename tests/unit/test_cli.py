@@ -358,6 +358,14 @@ def test_status_minimal_and_json(fake: FakeDaemon) -> None:
     assert bbd("status", "--json", "--uds", fake.path).stdout == raw
 
 
+def test_status_shows_the_write_gate_on_a_pair(fake: FakeDaemon) -> None:
+    fake.answer(body=json.dumps({**STATUS, "replica_lag_ms": 850, "writes_refused_no_replicas": 12}) + "\n")
+    out = bbd("status", "--uds", fake.path).stdout
+    assert "Replica Lag:    850 ms\n" in out and "Lag Refusals:   12\n" in out
+    fake.answer(body=json.dumps({**STATUS, "replica_lag_ms": None, "writes_refused_no_replicas": 0}) + "\n")
+    assert "Replica Lag" not in bbd("status", "--uds", fake.path).stdout  # a single node has no replica
+
+
 # --- CLI: --replicas on writes ----------------------------------------------------------------
 @pytest.mark.parametrize(
     "args",
