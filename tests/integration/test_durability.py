@@ -248,7 +248,8 @@ def test_lagging_secondary_stops_writes_not_reads(cluster) -> None:
     assert json.loads(post(p, f"/api/v1/snapshot/{cnt}", customer="lag").body)["value"] == 0  # refused: not applied
     for sid, body in acked.items():
         wait_until(lambda sid=sid, body=body: held_by(rig.n2, "lag", sid, body), 5, "acknowledged writes on node2")
-    assert rig.n1.status()["replica_lag_ms"] < 1000
+    # the lag falls back under the bound (bounded wait: a just-thawed secondary may be slow to ack on a busy host)
+    wait_until(lambda: rig.n1.status()["replica_lag_ms"] < 1000, 5, "the replica lag to fall under the bound")
 
 
 def test_takeover_keeps_writing_until_the_peer_rejoins(cluster) -> None:
