@@ -1,8 +1,8 @@
-"""The ``bbd`` command line (SPEC §8, §9, §14): one binary, two modes, chosen by the first argument.
+"""Go-style flags for click, and the client half of the ``bbd`` command line (SPEC §8, §9, §14).
 
-* no argument, ``help``, ``-h``, ``-help``, ``--help`` → usage on stdout, exit 0;
-* first argument starts with ``-`` → daemon mode (:mod:`bigbunny.cli_daemon`);
-* otherwise a client subcommand (:mod:`bigbunny.cli_client`); an unknown one is a usage error (exit 2).
+The ``bbd`` console script is :func:`bigbunny.supervisor.entry.main`, which picks the mode from the
+first argument; a client subcommand comes here (:func:`run_client`, commands in
+:mod:`bigbunny.cli_client`), so the shared core never imports the daemon.
 
 Before click parses anything, :func:`normalise` rewrites the Go-flag spellings the reference accepted
 into click's: ``-name`` → ``--name``, ``-name=v`` → ``--name=v``, and for boolean flags
@@ -18,11 +18,9 @@ from collections.abc import Sequence
 
 import click
 
-from bigbunny import __version__
-from bigbunny.cli_client import COMMANDS, client_group
-from bigbunny.cli_daemon import daemon_command
+from bigbunny.cli_client import client_group
 
-_HELP = frozenset({"help", "-h", "-help", "--help"})
+HELP = frozenset({"help", "-h", "-help", "--help"})
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})  # Go strconv.ParseBool
 _FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 
@@ -68,37 +66,9 @@ def normalise(args: Sequence[str], table: dict[str, bool]) -> list[str]:
     return [a for a in out if a is not None]
 
 
-def usage() -> str:
-    ctx = click.Context(daemon_command, info_name="bbd")
-    formatter = click.HelpFormatter(width=110, max_width=110)
-    with formatter.section("Daemon flags (also -flag, -flag=value; booleans --flag=true|false)"):
-        formatter.write_dl([rec for p in daemon_command.params if (rec := p.get_help_record(ctx))])
-    with formatter.section(
-        "Client commands (all take --uds; store commands also --customer, default 'default'; "
-        "promote, release-lock, reload, customers also --admin-uds)"
-    ):
-        formatter.write_dl([(synopsis, help_) for synopsis, help_ in COMMANDS.values()])
-    return (
-        "Big Bunny: an in-memory session store.\n\n"
-        "Usage:\n  bbd [flags]                  run the daemon\n"
-        "  bbd --version                print the version\n"
-        "  bbd <command> [options]      talk to a running daemon over its Unix socket\n\n" + formatter.getvalue()
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``bbd`` console script; always exits via ``SystemExit``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in _HELP:
-        click.echo(usage(), nl=False)
-        sys.exit(0)
-    if args[0] in ("--version", "-version"):
-        click.echo(f"bbd {__version__}")
-        sys.exit(0)
-    if args[0].startswith("-"):
-        daemon_command.main(normalise(args, option_table(daemon_command)), prog_name="bbd")
-    else:
-        cmd = client_group.commands.get(args[0])
-        rest = normalise(args[1:], option_table(cmd)) if cmd is not None else args[1:]
-        client_group.main([args[0], *rest], prog_name="bbd")
+def run_client(args: Sequence[str]) -> None:
+    """Run the client subcommand ``args[0]`` with its options; an unknown one is a usage error (exit 2)."""
+    cmd = client_group.commands.get(args[0])
+    rest = normalise(args[1:], option_table(cmd)) if cmd is not None else list(args[1:])
+    client_group.main([args[0], *rest], prog_name="bbd")
     sys.exit(0)  # click's main() exits itself in standalone mode; this is only a safety net

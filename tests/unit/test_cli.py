@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from typing import Any
 
 import click
@@ -13,16 +11,17 @@ from click.testing import CliRunner, Result
 from fakedaemon import FakeDaemon
 
 from bigbunny import cli
+from bigbunny.supervisor import daemon, entry
 
 pytestmark = pytest.mark.timeout(30)
 
 
 # --- running the CLI --------------------------------------------------------------------------
 class _Entry(click.Command):
-    """Lets CliRunner drive ``cli.main`` (which dispatches to its own click commands)."""
+    """Lets CliRunner drive ``entry.main`` (which dispatches to its own click commands)."""
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
-        cli.main(list(args or []))
+        entry.main(list(args or []))
 
 
 def bbd(*args: str, input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> Result:
@@ -81,7 +80,6 @@ def test_bad_option_value_is_usage_error(fake: FakeDaemon) -> None:
 # --- CLI: daemon mode -------------------------------------------------------------------------
 @pytest.fixture
 def daemon_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    import bigbunny.config
 
     calls: dict[str, Any] = {"rc": 0}
 
@@ -93,10 +91,8 @@ def daemon_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         calls["cfg"], calls["reloader"] = cfg, reloader
         return int(calls["rc"])
 
-    monkeypatch.setattr(bigbunny.config, "build_config", build_config)
-    monkeypatch.setitem(sys.modules, "bigbunny.supervisor.lifecycle", types.SimpleNamespace(run=run))
-    # not imported for real while build_config is the fake above: it would keep that one for good
-    monkeypatch.setitem(sys.modules, "bigbunny.supervisor.reload", types.SimpleNamespace(Reloader=None))
+    monkeypatch.setattr(daemon, "build_config", build_config)
+    monkeypatch.setattr(daemon, "run", run)
     return calls
 
 

@@ -4,20 +4,19 @@
 from __future__ import annotations
 
 import os
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_cli import bbd
 
-from bigbunny.cli_daemon import daemon_command
 from bigbunny.config import ConfigError, build_config
 from bigbunny.configfile import ConfigFile, layer, read_config_file
 from bigbunny.storeid import KeySet
+from bigbunny.supervisor import daemon
+from bigbunny.supervisor.flags import PARAMS
 
-OPTIONS = tuple(p for p in daemon_command.params)  # the daemon's click options
+OPTIONS = PARAMS  # the daemon's click options
 K1, K2 = "11" * 32, "22" * 32
 
 
@@ -170,7 +169,7 @@ def daemon_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         calls.update(cfg=cfg, reloader=reloader, warnings=warnings)
         return 0
 
-    monkeypatch.setitem(sys.modules, "bigbunny.supervisor.lifecycle", types.SimpleNamespace(run=run))
+    monkeypatch.setattr(daemon, "run", run)
     return calls
 
 

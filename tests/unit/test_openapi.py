@@ -21,10 +21,13 @@ from starlette.routing import Route
 
 from bigbunny import errors
 from bigbunny.config import build_config
+from bigbunny.configfile import ConfigFile
 from bigbunny.supervisor import metrics, status
 from bigbunny.supervisor.admin import App, customer_report
 from bigbunny.supervisor.api_names import NamesApi
+from bigbunny.supervisor.flags import PARAMS
 from bigbunny.supervisor.node import Node
+from bigbunny.supervisor.reload import Reloader
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -231,13 +234,9 @@ def test_metrics_description_names_every_family(spec: dict[str, Any], node: Node
 
 
 def test_reload_report_shape(spec: dict[str, Any], node: Node, tmp_path: Path) -> None:
-    from bigbunny.cli_daemon import daemon_command
-    from bigbunny.configfile import ConfigFile
-    from bigbunny.supervisor.reload import Reloader
-
     conf = tmp_path / "bbd.toml"
     conf.write_text("max-store-size = 100\n")
-    node.reloader = Reloader(ConfigFile(str(conf), tuple(daemon_command.params)), {"dev": True, "shards": 2}, {}, {})
+    node.reloader = Reloader(ConfigFile(str(conf), PARAMS), {"dev": True, "shards": 2}, {}, {})
     try:
         applied = asyncio.run(node.reloader.reload(node, "SIGHUP")).to_json()
         conf.write_text("bogus = 1\n")

@@ -1,20 +1,18 @@
-"""Daemon mode of the CLI (SPEC §8 + §14): ``bbd --flag …`` parses the flags into an ``opts`` mapping,
-builds the config (``bigbunny.config.build_config``) and runs the supervisor until it is signalled.
-With ``--config FILE`` the file's values (``bigbunny.configfile``) sit below the flags given on the
-command line and the environment; the supervisor keeps both layers to redo this on a reload.
+"""The daemon's flags (SPEC §8 + §14): names, types, defaults and help, as click options.
 
-Flag values are typed by click, so an unparsable value (``--memory-limit=abc``, ``--lock-timeout=5x``)
-is a usage error, exit 2; semantic checks (keys, secrets, site …) belong to ``build_config`` and are
-fatal errors, exit 1, with its one-line message on stderr.
+Light on purpose: the usage text and the config-file reader need the flags without loading the
+server stack (:mod:`bigbunny.supervisor.daemon` builds the command that runs it). Flag values are
+typed by click, so an unparsable value (``--memory-limit=abc``, ``--lock-timeout=5x``) is a usage
+error, exit 2; semantic checks belong to ``bigbunny.config.build_config``.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 import click
+
+from bigbunny.durations import parse_duration, parse_ttl_seconds
 
 
 class Duration(click.ParamType):
@@ -25,8 +23,6 @@ class Duration(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, int | float):
             return float(value)
-        from bigbunny.durations import parse_duration
-
         try:
             return parse_duration(str(value))
         except ValueError as e:
@@ -44,8 +40,6 @@ class Ttl(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        from bigbunny.durations import parse_ttl_seconds
-
         try:
             return parse_ttl_seconds(str(value))
         except ValueError as e:
@@ -117,33 +111,4 @@ def _option(name: str, type_: Any, default: Any, help_: str) -> click.Option:
     return click.Option([f"--{name}"], type=type_, default=default, help=help_, show_default=shown, metavar=metavar)
 
 
-def _run_daemon(**opts: Any) -> None:
-    from bigbunny.config import ConfigError, build_config
-    from bigbunny.configfile import ConfigFile, FileValues, layer
-
-    ctx = click.get_current_context()
-    given = {k: v for k, v in opts.items() if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
-    defaults = {k: v for k, v in opts.items() if k not in given}
-    # absolute: a reload must read the same file whatever the working directory is by then
-    path = os.path.abspath(opts["config"]) if opts["config"] else ""
-    source = ConfigFile(path, tuple(daemon_command.params)) if path else None  # type: ignore[arg-type]
-    try:
-        file = source.read() if source is not None else FileValues({}, ())
-        cfg = build_config(layer(given, defaults, file.values), os.environ, file.values)
-    except ConfigError as e:
-        click.echo(str(e), err=True)
-        sys.exit(1)
-    from bigbunny.supervisor.lifecycle import run
-    from bigbunny.supervisor.reload import Reloader
-
-    reloader = Reloader(source, given, defaults, dict(os.environ)) if source is not None else None
-    sys.exit(run(cfg, reloader, file.warnings))
-
-
-daemon_command = click.Command(
-    "bbd",
-    params=[_option(*flag) for flag in _FLAGS],
-    callback=_run_daemon,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    help="Run the bbd daemon.",
-)
+PARAMS: tuple[click.Option, ...] = tuple(_option(*flag) for flag in _FLAGS)
