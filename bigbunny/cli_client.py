@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from bigbunny.cli_status import format_customers, format_reload, format_status
 from bigbunny.client import BBClient, BBConnectionError, BBError, NotReplicated
 
 # command → (synopsis, one-line description); the synopsis is also the wrong-positional-count usage.
@@ -172,7 +173,6 @@ def status_cmd(uds: str, as_json: bool) -> None:
         status = json.loads(resp.body)
     except ValueError as e:
         _fail(f"error: invalid status JSON: {e}")
-    from bigbunny.cli_status import format_status
 
     click.echo(format_status(status), nl=False)
 
@@ -192,7 +192,6 @@ def reload_cmd(uds: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, separators=(",", ":")))
         return
-    from bigbunny.cli_status import format_reload
 
     click.echo(format_reload(report), nl=False)
 
@@ -206,7 +205,6 @@ def customers_cmd(uds: str, top: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, separators=(",", ":")))
         return
-    from bigbunny.cli_status import format_customers
 
     click.echo(format_customers(report), nl=False)
 

@@ -21,6 +21,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from bigbunny.durations import format_duration
+
 # (label, status key, suffix)
 _FIELDS = (
     ("Host ID:", "host_id", ""),
@@ -46,8 +48,6 @@ def num(value: Any) -> str:
 
 def _uptime(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        from bigbunny.durations import format_duration
-
         return format_duration(int(round(value * 1_000_000_000)))
     return num(value)
 

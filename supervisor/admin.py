@@ -21,10 +21,13 @@ from starlette.routing import Route
 from bigbunny import errors, wire
 from bigbunny.errors import ApiError
 from bigbunny.supervisor import metrics, status
+from bigbunny.supervisor.api import StoreApi
 from bigbunny.supervisor.channel import ShardDown
 from bigbunny.supervisor.listeners import EVERYTHING, Surface
 from bigbunny.supervisor.node import Node
-from bigbunny.supervisor.requests import ApiRequest
+from bigbunny.supervisor.reload import Reloader
+from bigbunny.supervisor.requests import ApiRequest, decode_segment
+from bigbunny.supervisor.responses import error_parts
 
 log = logging.getLogger("bbd.admin")
 
@@ -44,15 +47,15 @@ _RANKED: tuple[Literal["memory", "stores", "tombstones", "rate_limited"], ...] =
     "rate_limited",
 )
 
+_SET_BY_STARLETTE = (b"content-type", b"content-length")
+
 
 def _error(err: ApiError, headers: dict[str, str] | None = None) -> Response:
-    h = {"X-Content-Type-Options": "nosniff"}
-    if err.code:
-        h["BigBunny-Error-Code"] = err.code
-    if err.retry_after is not None:
-        h["Retry-After"] = str(err.retry_after)
+    """The API's error answer (``responses.error_parts``: the same headers and body) through Starlette."""
+    _, _, body, pairs = error_parts(err)
+    h = {k.decode(): v.decode() for k, v in pairs if k not in _SET_BY_STARLETTE}
     h.update(headers or {})
-    return Response(err.message + "\n", err.status, h, media_type="text/plain; charset=utf-8")
+    return Response(body, err.status, h, media_type="text/plain; charset=utf-8")
 
 
 def _json(doc: dict[str, Any], err: ApiError | None = None) -> Response:
@@ -94,7 +97,7 @@ async def customer_report(node: Node, top: int) -> dict[str, Any]:
     return out
 
 
-def build_admin(node: Node, surface: Surface = EVERYTHING) -> Starlette:
+def build_admin(node: Node, surface: Surface = EVERYTHING, reloader: Reloader | None = None) -> Starlette:
     """The Starlette app of one listener: the routes below that ``surface`` keeps."""
 
     async def get_status(request: Request) -> Response:
@@ -113,8 +116,6 @@ def build_admin(node: Node, surface: Surface = EVERYTHING) -> Starlette:
 
     async def release_lock(request: Request) -> Response:
         raw = request.scope["raw_path"].split(b"/", 3)[3]
-        from bigbunny.supervisor.requests import decode_segment
-
         sid = decode_segment(raw)
         try:
             res = await node.channels[node.shard_for(sid)].call(wire.OP_RELEASE_LOCK, sid)
@@ -125,7 +126,7 @@ def build_admin(node: Node, surface: Surface = EVERYTHING) -> Starlette:
         log.info("lock released by operator request")
         return _text("lock released")
 
-    registry = metrics.build_registry(node, node.stats)
+    registry = metrics.build_registry(node, node.stats, reloader)
 
     async def get_metrics(request: Request) -> Response:
         await node.pool.refresh()
@@ -153,9 +154,9 @@ def build_admin(node: Node, surface: Surface = EVERYTHING) -> Starlette:
         )
 
     async def reload(request: Request) -> Response:
-        if node.reloader is None:
+        if reloader is None:
             return _json({"applied": False, "error": errors.NO_CONFIG_FILE.message}, errors.NO_CONFIG_FILE)
-        report = await node.reloader.reload(node, "POST /internal/reload")
+        report = await reloader.reload(node, "POST /internal/reload")
         return _json(report.to_json(), None if report.applied else errors.INVALID_CONFIG)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -198,12 +199,12 @@ class App:
     without ASGI); the app itself is the ASGI app for every other path. Listeners that serve the API
     share one ``StoreApi`` (pass ``api``)."""
 
-    def __init__(self, node: Node, surface: Surface = EVERYTHING, api: Any = None) -> None:
-        from bigbunny.supervisor.api import StoreApi
-
+    def __init__(
+        self, node: Node, surface: Surface = EVERYTHING, api: Any = None, reloader: Reloader | None = None
+    ) -> None:
         self.surface = surface
         self.api: Any = (api or StoreApi(node)) if surface.api else NoApi()
-        self.admin = build_admin(node, surface)
+        self.admin = build_admin(node, surface, reloader)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         await self.admin(scope, receive, send)

@@ -28,6 +28,10 @@ import zmq
 
 from bigbunny.config import Config
 from bigbunny.logs import setup_logging
+from bigbunny.supervisor.admin import App
+from bigbunny.supervisor.cluster import Cluster
+from bigbunny.supervisor.gc import Collector
+from bigbunny.supervisor.httpserver import HttpLimits, make_server
 from bigbunny.supervisor.listeners import Listener, close_listeners, open_listeners
 from bigbunny.supervisor.node import Node
 from bigbunny.supervisor.reload import Reloader
@@ -105,21 +109,17 @@ async def _systemd(notifier: Notifier, node: Node) -> None:
             notifier.notify("WATCHDOG=1")
 
 
-def _on_hangup(node: Node, tasks: set[asyncio.Task[object]]) -> None:
+def _on_hangup(reloader: Reloader | None, node: Node, tasks: set[asyncio.Task[object]]) -> None:
     """SIGHUP: reload in a task (its outcome is logged by the reloader); without --config, say so."""
-    if node.reloader is None:
+    if reloader is None:
         log.warning("SIGHUP ignored: no --config file to reload")
         return
-    task: asyncio.Task[object] = asyncio.get_running_loop().create_task(node.reloader.reload(node, "SIGHUP"))
+    task: asyncio.Task[object] = asyncio.get_running_loop().create_task(reloader.reload(node, "SIGHUP"))
     tasks.add(task)  # the loop keeps only a weak reference to a task
     task.add_done_callback(tasks.discard)
 
 
 async def _main(cfg: Config, listeners: list[Listener], rundir: str, reloader: Reloader | None = None) -> int:
-    from bigbunny.supervisor.admin import App
-    from bigbunny.supervisor.gc import Collector
-    from bigbunny.supervisor.httpserver import HttpLimits, make_server
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hits = 0
@@ -133,12 +133,9 @@ async def _main(cfg: Config, listeners: list[Listener], rundir: str, reloader: R
                 server.force_exit = True
 
     node = Node(cfg, rundir)
-    node.reloader = reloader
-    app = App(node, listeners[0].surface)  # the data socket: the one that serves the API
-    apps = [app] + [App(node, lst.surface) for lst in listeners[1:]]
+    app = App(node, listeners[0].surface, reloader=reloader)  # the data socket: the one that serves the API
+    apps = [app] + [App(node, lst.surface, reloader=reloader) for lst in listeners[1:]]
     if cfg.peers:
-        from bigbunny.supervisor.cluster import Cluster
-
         node.cluster = Cluster(node)
         node.cluster.forwarder.api = app.api
         node.cluster.start()  # binds --tcp now: a bad address fails start-up
@@ -151,10 +148,10 @@ async def _main(cfg: Config, listeners: list[Listener], rundir: str, reloader: R
     for term in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(term, on_signal, term)
     reloads: set[asyncio.Task[object]] = set()
-    loop.add_signal_handler(signal.SIGHUP, _on_hangup, node, reloads)
+    loop.add_signal_handler(signal.SIGHUP, _on_hangup, reloader, node, reloads)
     for sig in _early_signals:  # a signal that arrived during start-up acts now
         if sig == signal.SIGHUP:
-            _on_hangup(node, reloads)  # the file may have changed after it was read
+            _on_hangup(reloader, node, reloads)  # the file may have changed after it was read
         else:
             on_signal(sig)
     node.pool.start()

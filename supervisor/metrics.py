@@ -1,52 +1,32 @@
 """Prometheus metrics at ``GET /metrics``: one registry in the supervisor, fed from state it already
 keeps (role, accounting, tombstones, registry, replication) and from the shards' last ping answers.
 
-The hot path only touches :class:`RequestStats` — two list/dict increments and a ``bisect`` per
+The hot path only touches ``supervisor.requeststats`` — two list/dict increments and a ``bisect`` per
 request — and everything else is computed when ``/metrics`` is scraped, by a custom collector. We
 do not use prometheus-client's multiprocess mode: shards report over ZeroMQ like everything else.
 """
 
 from __future__ import annotations
 
-import bisect
 import time
-from collections import defaultdict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from bigbunny.supervisor.node import Node
+from bigbunny.supervisor.reload import Reloader
+from bigbunny.supervisor.requeststats import BOUNDS, RequestStats
 from bigbunny.supervisor.role import JOINING, PRIMARY, SECONDARY
 
-if TYPE_CHECKING:
-    from bigbunny.supervisor.node import Node
-
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-class RequestStats:
-    """Requests by endpoint and status, and a latency histogram per endpoint (cheap to update)."""
-
-    def __init__(self) -> None:
-        self.counts: defaultdict[tuple[str, int], int] = defaultdict(int)
-        self.buckets: dict[str, list[int]] = {}
-        self.sums: defaultdict[str, float] = defaultdict(float)
-
-    def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        self.counts[(endpoint, status)] += 1
-        b = self.buckets.get(endpoint)
-        if b is None:
-            b = self.buckets[endpoint] = [0] * (len(BOUNDS) + 1)
-        b[bisect.bisect_left(BOUNDS, seconds)] += 1
-        self.sums[endpoint] += seconds
 
 
 class NodeCollector:
-    def __init__(self, node: Node, stats: RequestStats) -> None:
+    def __init__(self, node: Node, stats: RequestStats, reloader: Reloader | None = None) -> None:
         self.node = node
         self.stats = stats
+        self.reloader = reloader  # with --config: its counters
 
     def collect(self) -> Iterator[Metric]:
         node = self.node
@@ -82,7 +62,7 @@ class NodeCollector:
         yield from self._reloads()
 
     def _reloads(self) -> Iterator[Metric]:
-        r = self.node.reloader
+        r = self.reloader
         reloads = CounterMetricFamily(
             "bbd_config_reloads", "config file reloads (SIGHUP, bbd reload) by result", labels=["result"]
         )
@@ -177,9 +157,9 @@ class NodeCollector:
         yield from (refused, rlag)
 
 
-def build_registry(node: Node, stats: RequestStats) -> CollectorRegistry:
+def build_registry(node: Node, stats: RequestStats, reloader: Reloader | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(node, stats))
+    registry.register(NodeCollector(node, stats, reloader))
     return registry
 
 

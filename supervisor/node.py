@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bigbunny.config import Config
 from bigbunny.sharding import shard_of
@@ -16,14 +16,13 @@ from bigbunny.storeid import StoreIdCodec
 from bigbunny.supervisor.accounting import Accounting
 from bigbunny.supervisor.channel import ShardChannel
 from bigbunny.supervisor.minting import Minter
+from bigbunny.supervisor.procinfo import ProcessReporter
 from bigbunny.supervisor.ratelimit import RateLimiter
 from bigbunny.supervisor.registry import Registry
+from bigbunny.supervisor.requeststats import RequestStats
 from bigbunny.supervisor.role import RoleState
 from bigbunny.supervisor.shardpool import ShardPool
 from bigbunny.supervisor.tombstones import Tombstones
-
-if TYPE_CHECKING:
-    from bigbunny.supervisor.reload import Reloader
 
 
 class Node:
@@ -39,14 +38,10 @@ class Node:
         self.nshards = cfg.shards
         codec = StoreIdCodec(cfg.keys, cfg.site, not cfg.disable_site_verification)
         self.minter = Minter(codec, cfg.shards, lambda i: not self.pool.channels[i].closed)
-        from bigbunny.supervisor.metrics import RequestStats
-        from bigbunny.supervisor.procinfo import ProcessReporter
-
         self.stats = RequestStats()
         self.procinfo = ProcessReporter(self.pool)
         self.inflight_calls = 0  # shard calls not yet answered; a join snapshot waits for them to drain
         self.cluster: Any = None  # supervisor.cluster.Cluster when a peer is configured
-        self.reloader: Reloader | None = None  # with --config: SIGHUP and POST /internal/reload
         # perf_counter deadlines kept by supervisor.writegate; without a peer nothing ever gates a write
         self.lead_until = float("inf")  # past it, a write is acknowledged only once the lead is re-confirmed
         self.write_until = float("inf")  # past it, the lead is in doubt or the replica lags (the slow path)

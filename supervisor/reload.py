@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bigbunny import wire
 from bigbunny.config import OPTION_ENV, Config, ConfigError, build_config, format_addr
@@ -34,9 +34,7 @@ from bigbunny.durations import format_duration
 from bigbunny.logs import set_level
 from bigbunny.storeid import KeySet, StoreIdCodec
 from bigbunny.supervisor.channel import ShardDown
-
-if TYPE_CHECKING:
-    from bigbunny.supervisor.node import Node
+from bigbunny.supervisor.node import Node
 
 log = logging.getLogger("bbd.reload")
 

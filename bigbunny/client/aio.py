@@ -27,7 +27,7 @@ from typing import TypeVar, cast
 
 import httptools
 
-from bigbunny.client import calls
+import bigbunny.client.calls as calls
 from bigbunny.client.base import Backoff, ClientBase
 from bigbunny.client.calls import Call, Response
 from bigbunny.client.errors import ConnectionFailed, PoolTimeout

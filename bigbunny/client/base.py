@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextvars
 from typing import TypeVar
 
-from bigbunny.client import calls
+import bigbunny.client.calls as calls
 from bigbunny.client.calls import Call, Response
 from bigbunny.client.errors import BBError
 from bigbunny.client.retry import RetryPolicy, policy

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from bigbunny.client import calls
+import bigbunny.client.calls as calls
 from bigbunny.client.base import Backoff, ClientBase
 from bigbunny.client.calls import Call, Response
 from bigbunny.client.errors import ConnectionFailed, PoolTimeout

@@ -236,13 +236,10 @@ def test_metrics_description_names_every_family(spec: dict[str, Any], node: Node
 def test_reload_report_shape(spec: dict[str, Any], node: Node, tmp_path: Path) -> None:
     conf = tmp_path / "bbd.toml"
     conf.write_text("max-store-size = 100\n")
-    node.reloader = Reloader(ConfigFile(str(conf), PARAMS), {"dev": True, "shards": 2}, {}, {})
-    try:
-        applied = asyncio.run(node.reloader.reload(node, "SIGHUP")).to_json()
-        conf.write_text("bogus = 1\n")
-        refused = asyncio.run(node.reloader.reload(node, "POST /internal/reload")).to_json()
-    finally:
-        node.reloader = None
+    reloader = Reloader(ConfigFile(str(conf), PARAMS), {"dev": True, "shards": 2}, {}, {})
+    applied = asyncio.run(reloader.reload(node, "SIGHUP")).to_json()
+    conf.write_text("bogus = 1\n")
+    refused = asyncio.run(reloader.reload(node, "POST /internal/reload")).to_json()
     props, required = _schema_keys(spec, "ReloadReport")
     assert set(applied) == required and set(refused) == required | {"error"} and props == required | {"error"}
     assert applied["restart_required"] == {"max-store-size": {"from": 2048, "to": 100}}
