@@ -9,10 +9,25 @@ the error in :data:`ERRORS` (see ``bigbunny.wire``), so no message text travels 
 from __future__ import annotations
 
 
-class ApiError(Exception):
-    """An HTTP error answer: ``status``, ``message`` (no newline), optional ``code`` and ``retry_after``."""
+class ErrorAnswer(Exception):
+    """What an HTTP error answer says: ``status``, a one-line ``message``, the ``BigBunny-Error-Code``
+    (``code``) and ``Retry-After`` (``retry_after``) when it has them. The daemon raises
+    :class:`ApiError`; the clients raise ``bigbunny.client.BBError`` for the answers they receive."""
 
-    __slots__ = ("status", "message", "code", "retry_after", "lock_state_unknown")
+    __slots__ = ("status", "message", "code", "retry_after")
+
+    def __init__(self, status: int, message: str, code: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.retry_after = retry_after
+
+
+class ApiError(ErrorAnswer):
+    """An HTTP error answer of the daemon; ``lock_state_unknown`` adds ``BigBunny-Lock-State: unknown``."""
+
+    __slots__ = ("lock_state_unknown",)
 
     def __init__(
         self,
@@ -22,11 +37,7 @@ class ApiError(Exception):
         retry_after: int | None = None,
         lock_state_unknown: bool = False,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.retry_after = retry_after
+        super().__init__(status, message, code, retry_after)
         self.lock_state_unknown = lock_state_unknown
 
     def __repr__(self) -> str:

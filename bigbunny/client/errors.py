@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bigbunny.errors import ErrorAnswer
+
 # Codes whose answer means "not applied, try again"; a 429 that carries Retry-After is retryable too.
 RETRYABLE_CODES = frozenset(
     {
@@ -46,8 +48,9 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-class BBError(Exception):
-    """A request that did not succeed as asked; see the module docstring for the subclasses."""
+class BBError(ErrorAnswer):
+    """A request that did not succeed as asked; see the module docstring for the subclasses. ``headers``
+    are the answer's (lower-case names)."""
 
     def __init__(
         self,
@@ -57,11 +60,7 @@ class BBError(Exception):
         retry_after: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.retry_after = retry_after
+        super().__init__(status, message, code, retry_after)
         self.headers: dict[str, str] = dict(headers or {})
 
     @property
