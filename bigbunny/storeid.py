@@ -1,4 +1,4 @@
-"""Store IDs (SPEC §4) and rendezvous routing (SPEC §5).
+"""Store IDs (SPEC §4).
 
 A store ID is ``v1:<key_id>:<ct>`` where ``ct`` is base64url-nopad of AES-SIV(``<shard_id>:<unique_id>``)
 under a key derived per (master key, site, customer). The ID therefore only opens for the customer and
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -36,8 +34,6 @@ __all__ = [
     "associated_data",
     "derive_key",
     "hkdf_info",
-    "rank_hosts",
-    "routing_score",
     "valid_customer",
 ]
 
@@ -237,18 +233,3 @@ class StoreIdCodec:
         except StoreIdError:
             return False
         return True
-
-
-# --- routing (SPEC §5) -------------------------------------------------------------------------
-def routing_score(secret: bytes, key: str, host_id: str) -> int:
-    """Rendezvous score: first 8 bytes of SHA-256(secret ‖ key ‖ host_id) as a big-endian uint64.
-
-    The secret is the literal flag text (``b"dev"`` in dev mode), keyed so clients can't aim at a host.
-    """
-    digest = hashlib.sha256(secret + key.encode() + host_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
-def rank_hosts(secret: bytes, key: str, hosts: Iterable[str]) -> list[str]:
-    """Hosts by descending score (replica primary first); equal scores fall back to host id order."""
-    return sorted(hosts, key=lambda h: (routing_score(secret, key, h), h), reverse=True)

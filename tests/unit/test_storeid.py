@@ -19,8 +19,6 @@ from bigbunny.storeid import (
     associated_data,
     derive_key,
     hkdf_info,
-    rank_hosts,
-    routing_score,
     valid_customer,
 )
 
@@ -83,23 +81,6 @@ def test_open_case(case: dict) -> None:
             codec.open(case["store_id"], case["customer"])
         assert str(info.value) == case.get("error", "invalid store ID")
     assert codec.is_valid(case["store_id"], case["customer"]) is case["open_ok"]
-
-
-@pytest.mark.parametrize("vec", VECTORS["routing_vectors"], ids=lambda v: f"{v['routing_secret']}-{v['shard_id']}")
-def test_routing_vector(vec: dict) -> None:
-    secret = vec["routing_secret"].encode()
-    for host, score in vec["scores_u64"].items():
-        assert routing_score(secret, vec["shard_id"], host) == int(score)
-    ranked = rank_hosts(secret, vec["shard_id"], list(vec["scores_u64"]))
-    assert ranked[:2] == [vec["primary"], vec["secondary"]]
-
-
-def test_rank_hosts_is_descending_and_order_independent() -> None:
-    hosts = [f"node{i}" for i in range(10)]
-    ranked = rank_hosts(b"s3cret", "shard", hosts)
-    scores = [routing_score(b"s3cret", "shard", h) for h in ranked]
-    assert scores == sorted(scores, reverse=True)
-    assert rank_hosts(b"s3cret", "shard", reversed(hosts)) == ranked
 
 
 # --- behaviour beyond the vectors ---------------------------------------------------------------
