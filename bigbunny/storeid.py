@@ -16,6 +16,7 @@ import binascii
 import os
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
@@ -29,6 +30,8 @@ __all__ = [
     "SITE_RE",
     "UNIQUE_ID_RE",
     "KeySet",
+    "MintedId",
+    "OpenedId",
     "StoreIdCodec",
     "StoreIdError",
     "associated_data",
@@ -36,6 +39,22 @@ __all__ = [
     "hkdf_info",
     "valid_customer",
 ]
+
+
+class OpenedId(NamedTuple):
+    """What a store ID seals (SPEC §4.2): the shard id and the unique id."""
+
+    shard_id: str
+    unique_id: str
+
+
+class MintedId(NamedTuple):
+    """A freshly minted ID with the parts it seals, so the minter need not open it again."""
+
+    store_id: str
+    shard_id: str
+    unique_id: str
+
 
 # --- formats (SPEC §4.1); always used with fullmatch -------------------------------------------
 CUSTOMER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -188,8 +207,8 @@ class StoreIdCodec:
             raise StoreIdError(f"cannot seal store ID: invalid unique ID {unique_id!r}")
         return self._seal_plaintext(customer, f"{shard_id}:{unique_id}".encode("ascii"))
 
-    def mint_parts(self, customer: str) -> tuple[str, str, str]:
-        """Mint a fresh ID; returns (store_id, shard_id, unique_id) so callers need not re-open it."""
+    def mint_parts(self, customer: str) -> MintedId:
+        """Mint a fresh ID with the parts it seals, so callers need not re-open it."""
         pos = self._rand_pos
         if pos + 20 > len(self._rand):
             self._rand, pos = os.urandom(_RANDOM_CHUNK), 0
@@ -198,14 +217,14 @@ class StoreIdCodec:
         shard = base64.urlsafe_b64encode(raw[:8])[:11]  # 8 bytes → 11 chars + one "="
         unique = base64.urlsafe_b64encode(raw[8:])  # 12 bytes → 16 chars, no padding
         store_id = self._seal_plaintext(customer, shard + b":" + unique)
-        return store_id, shard.decode("ascii"), unique.decode("ascii")
+        return MintedId(store_id, shard.decode("ascii"), unique.decode("ascii"))
 
     def mint(self, customer: str) -> str:
         """Mint a fresh store ID: random 8-byte shard id and 12-byte unique id, sealed for ``customer``."""
-        return self.mint_parts(customer)[0]
+        return self.mint_parts(customer).store_id
 
-    def open(self, store_id: str, customer: str) -> tuple[str, str]:
-        """Open ``store_id`` for ``customer`` on this site → (shard_id, unique_id).
+    def open(self, store_id: str, customer: str) -> OpenedId:
+        """Open ``store_id`` for ``customer`` on this site.
 
         Raises StoreIdError("invalid store ID") on any failure, without saying which rule failed.
         """
@@ -224,7 +243,7 @@ class StoreIdCodec:
         p = _PT_RE.fullmatch(pt)
         if p is None:
             raise StoreIdError(_INVALID)
-        return p.group(1).decode("ascii"), p.group(2).decode("ascii")
+        return OpenedId(p.group(1).decode("ascii"), p.group(2).decode("ascii"))
 
     def is_valid(self, store_id: str, customer: str) -> bool:
         """True if ``store_id`` opens for ``customer`` here."""

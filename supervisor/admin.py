@@ -52,10 +52,10 @@ _SET_BY_STARLETTE = (b"content-type", b"content-length")
 
 def _error(err: ApiError, headers: dict[str, str] | None = None) -> Response:
     """The API's error answer (``responses.error_parts``: the same headers and body) through Starlette."""
-    _, _, body, pairs = error_parts(err)
-    h = {k.decode(): v.decode() for k, v in pairs if k not in _SET_BY_STARLETTE}
+    parts = error_parts(err)
+    h = {k.decode(): v.decode() for k, v in parts.headers if k not in _SET_BY_STARLETTE}
     h.update(headers or {})
-    return Response(body, err.status, h, media_type="text/plain; charset=utf-8")
+    return Response(parts.body, err.status, h, media_type="text/plain; charset=utf-8")
 
 
 def _json(doc: dict[str, Any], err: ApiError | None = None) -> Response:

@@ -9,9 +9,19 @@ shard that is down is skipped by drawing again (so creates keep working while it
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from bigbunny.sharding import shard_of
 from bigbunny.storeid import StoreIdCodec
+
+
+class Minted(NamedTuple):
+    """A new store ID, the shard id it seals and the index of the shard worker it hashes to."""
+
+    store_id: str
+    shard_id: str
+    shard: int
+
 
 _ATTEMPTS_PER_SHARD = 32  # with one shard up out of N, P(no hit) = (1 - 1/N)^(32 N) < e^-32
 
@@ -22,13 +32,13 @@ class Minter:
         self.shards = shards
         self.is_up = is_up
 
-    def mint(self, customer: str) -> tuple[str, str, int]:
-        """``(store_id, shard_id, shard index)`` for a new store of ``customer`` (already validated).
+    def mint(self, customer: str) -> Minted:
+        """A new store ID for ``customer`` (already validated), on a shard that is up.
 
         With every shard down the last draw is returned: its call then fails with StoreUnavailable."""
         for _ in range(_ATTEMPTS_PER_SHARD * self.shards):
             sid, shard_id, _ = self.codec.mint_parts(customer)
             shard = shard_of(sid, self.shards)
             if self.is_up(shard):
-                return sid, shard_id, shard
-        return sid, shard_id, shard
+                return Minted(sid, shard_id, shard)
+        return Minted(sid, shard_id, shard)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 from bigbunny.errors import ApiError
 
@@ -61,11 +61,21 @@ clock = _Clock()
 
 
 # --- rendering ------------------------------------------------------------------------------------------
-_error_cache: dict[ApiError, tuple[bytes, bytes, bytes, list[Header]]] = {}
+class ErrorParts(NamedTuple):
+    """An error answer, rendered once per error: the status line, the header lines that follow
+    ``date``, the body, and the same headers as (name, value) pairs."""
+
+    status_line: bytes
+    header_lines: bytes
+    body: bytes
+    headers: list[Header]
 
 
-def error_parts(err: ApiError) -> tuple[bytes, bytes, bytes, list[Header]]:
-    """(status line, header lines after ``date``, body, the same headers as pairs) for ``err``."""
+_error_cache: dict[ApiError, ErrorParts] = {}
+
+
+def error_parts(err: ApiError) -> ErrorParts:
+    """The rendered parts of ``err``'s answer (cached)."""
     parts = _error_cache.get(err)
     if parts is None:
         body = (err.message + "\n").encode()
@@ -81,7 +91,7 @@ def error_parts(err: ApiError) -> tuple[bytes, bytes, bytes, list[Header]]:
         if err.lock_state_unknown:
             headers.append((b"bigbunny-lock-state", b"unknown"))
         lines = b"".join(k + b": " + v + b"\r\n" for k, v in headers)
-        parts = (STATUS_LINE[err.status], lines, body, headers)
+        parts = ErrorParts(STATUS_LINE[err.status], lines, body, headers)
         if len(_error_cache) < 256:  # errors are module constants; the bound only guards ad-hoc ones
             _error_cache[err] = parts
     return parts
@@ -128,7 +138,8 @@ class Capture:
         self.deliver(200, headers + _pairs(extra), body)
 
     def error(self, req: Any, err: ApiError, extra: bytes = b"") -> None:
-        _, _, body, headers = error_parts(err)
+        parts = error_parts(err)
+        body, headers = parts.body, parts.headers
         self.deliver(err.status, headers + _pairs(extra), body)
 
     def raw(self, req: Any, status: int, headers: list[Any], body: bytes) -> None:
