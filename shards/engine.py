@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable
 
 from bigbunny import errors
+from bigbunny.limits import STORE_OVERHEAD
 
 from .counterjson import INT64_MAX, INT64_MIN, parse_set, render_add, render_internal, render_snapshot
 from .replica import ReplicaMixin
-from .store import STORE_OVERHEAD, Store
+from .store import Store
 
 _NOT_FOUND = errors.NOT_FOUND_STORE
 _UNAUTHORIZED = errors.UNAUTHORIZED

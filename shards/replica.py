@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bigbunny.shards.store import STORE_OVERHEAD, Store
+from bigbunny.limits import STORE_OVERHEAD
+from bigbunny.shards.store import Store
 
 
 def _record(sid: str, st: Store) -> list:

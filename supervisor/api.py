@@ -22,6 +22,7 @@ from typing import Any
 
 from bigbunny import errors, wire
 from bigbunny.errors import ApiError
+from bigbunny.limits import STORE_OVERHEAD
 from bigbunny.logs import Throttle
 from bigbunny.sharding import shard_of
 from bigbunny.storeid import CUSTOMER_RE
@@ -63,7 +64,6 @@ _OP_NAMES = {
 # Reservations are the largest growth a request can cause (SPEC §6: size = body + 256):
 # a create grows by len(body) + 256 at most (a counter's stored form is never longer than its spec);
 # a blob write by len(body); a counter write by the digits of one int64 value.
-_OVERHEAD = 256
 _COUNTER_GROWTH = 20
 _OK = wire.OK
 
@@ -346,7 +346,7 @@ class StoreApi:
         ttl = self.create_ttl(req.wanted[1])
         node = self.node
         sid, shard_id, shard = node.minter.mint(customer)
-        allow = node.accounting.reserve(customer, len(req.body) + _OVERHEAD)
+        allow = node.accounting.reserve(customer, len(req.body) + STORE_OVERHEAD)
         self.submit(
             req,
             customer,

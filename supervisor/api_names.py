@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bigbunny import errors, wire
+from bigbunny.limits import STORE_OVERHEAD
 from bigbunny.supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record, entry_record, valid_name
 from bigbunny.supervisor.requests import ApiRequest
 from bigbunny.supervisor.responses import NONE, TEXT
@@ -81,7 +82,7 @@ class NamesApi:
         self._put(entry)
         flags = wire.F_NAMED | (wire.F_JSON if _is_json(req.content_type) else 0)
         new_sid, shard_id, shard = self.node.minter.mint(customer)
-        allow = self.node.accounting.reserve(customer, len(body) + 256)
+        allow = self.node.accounting.reserve(customer, len(body) + STORE_OVERHEAD)
         try:
             res = await self.api.call(shard, wire.OP_CREATE, new_sid, customer, ttl, flags, shard_id, allow, name, body)
         except BaseException:

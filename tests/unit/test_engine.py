@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
 
 from bigbunny import errors
-from bigbunny.shards.engine import STORE_OVERHEAD, StoreEngine
+from bigbunny.limits import STORE_OVERHEAD
+from bigbunny.shards.engine import StoreEngine
 
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
