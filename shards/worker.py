@@ -43,7 +43,7 @@ def _die_with_parent() -> None:
 
 
 def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any]) -> None:
-    """Process entry point. ``settings`` is plain data (spawn pickles it): keys, site, timeouts, log level."""
+    """Process entry point. ``settings`` is plain data (spawn pickles it): keys, site, timeouts, log settings."""
     parent = settings.get("supervisor_pid") or os.getppid()
     _die_with_parent()
     if os.getppid() != parent:  # the supervisor died before PDEATHSIG was armed
@@ -75,26 +75,26 @@ def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any])
     try:
         sock.bind(endpoint)
         log.info("shard %d up (pid %d)", index, os.getpid())
-        _serve(sock, ops, lambda: stop or os.getppid() != parent)
+        _serve(sock, ops, lambda: stop or os.getppid() != parent, log)
     finally:
         sock.close(0)
         ctx.term()
     log.info("shard %d stopped", index)
 
 
-def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any) -> None:
+def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any, log: logging.Logger) -> None:
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     handle = ops.handle
-    unpack, pack = wire.unpack, wire.pack
+    unpack, pack, request = wire.unpack, wire.pack, wire.Request
     heap = GcPolicy()
     heap.settle()
     while not should_stop():
         heap.tick()
         if not poller.poll(_POLL_MS):
             continue
-        out_hdrs: list[list[Any]] = []
-        out_bodies: list[bytes] = []
+        replies: list[wire.Reply] = []
+        bodies: list[bytes] = []
         for _ in range(_MAX_BATCH):
             try:
                 frame = sock.recv(_NOBLOCK, copy=True)
@@ -103,13 +103,13 @@ def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any) -> None:
             # Not a recv ending in zmq.Again: ~10 µs when cold. pyzmq types every option int | bytes; EVENTS is an int.
             more = sock.get(_EVENTS) & _POLLIN  # type: ignore[operator]
             try:
-                for hdr, body in unpack(frame):
-                    rhdr, rbody = handle(hdr, body)
-                    out_hdrs.append(rhdr)
-                    out_bodies.append(rbody)
+                for req, body in unpack(frame, request):
+                    reply, rbody = handle(req, body)
+                    replies.append(reply)
+                    bodies.append(rbody)
             except (ValueError, TypeError, KeyError, IndexError) as e:  # malformed batch: drop it, keep serving
-                logging.getLogger("bbd.shard").error("dropping malformed batch: %s", e)
+                log.error("dropping malformed batch: %s", e)
             if not more:
                 break
-        if out_hdrs:
-            sock.send(pack(out_hdrs, out_bodies), copy=True)
+        if replies:
+            sock.send(pack(replies, bodies), copy=True)

@@ -26,7 +26,7 @@ from bigbunny.limits import STORE_OVERHEAD
 from bigbunny.logs import Throttle
 from bigbunny.sharding import shard_of
 from bigbunny.storeid import CUSTOMER_RE
-from bigbunny.supervisor.channel import DOWN, ShardDown
+from bigbunny.supervisor.channel import DOWN, Result, ShardDown
 from bigbunny.supervisor.node import Node
 from bigbunny.supervisor.requests import (
     BAD_TTL,
@@ -49,7 +49,6 @@ from bigbunny.supervisor.responses import (
 )
 from bigbunny.supervisor.role import JOINING, PRIMARY
 
-Result = tuple[int, Any, Any, bytes, Any]
 # A store endpoint's continuation: (api, request, customer, shard, state, a, b, reply body).
 Done = Callable[["StoreApi", ApiRequest, str, int, Any, Any, Any, bytes], None]
 log = logging.getLogger("bbd.api")
@@ -298,10 +297,10 @@ class StoreApi:
             node.inflight_calls -= 1
             if allow is not None:
                 node.accounting.release(customer, allow)
-        if res[0] != _OK:
-            raise self._refusal(res[0], op, customer)
-        if res[4] is not None:
-            node.replicate(res[4])
+        if res.err != _OK:
+            raise self._refusal(res.err, op, customer)
+        if res.record is not None:
+            node.replicate(res.record)
         return res
 
     def ttl_and_flags(self, req: ApiRequest, flags: int) -> tuple[Any, int]:

@@ -1,4 +1,4 @@
-"""The supervisor <-> shard batch codec (``bigbunny.wire``): round trips and malformed frames."""
+"""The supervisor <-> shard batch codec (``bigbunny.wire``): typed round trips and malformed frames."""
 
 from __future__ import annotations
 
@@ -9,19 +9,64 @@ from hypothesis import strategies as st
 
 from bigbunny import wire
 
-header_values = st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=40), st.booleans())
-items = st.lists(st.tuples(st.lists(header_values, min_size=1, max_size=9), st.binary(max_size=3000)), max_size=20)
+values = st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=40), st.booleans())
+bodies = st.binary(max_size=3000)
+requests = st.builds(
+    wire.Request,
+    rid=st.integers(1, 2**62),
+    op=st.integers(wire.OP_CREATE, wire.OP_RECONFIGURE),
+    sid=st.text(max_size=80),
+    customer=st.text(max_size=40),
+    ttl=st.one_of(st.none(), st.integers(0, 2**31)),
+    flags=st.integers(0, 511),
+    lock=st.one_of(st.none(), st.text(max_size=30)),
+    allow=st.one_of(st.none(), st.lists(st.integers(0, 2**40), min_size=2, max_size=2)),
+    extra=st.one_of(values, st.lists(values, max_size=5), st.dictionaries(st.text(max_size=8), values, max_size=3)),
+)
+replies = st.builds(
+    wire.Reply,
+    rid=st.integers(1, 2**62),
+    err=st.integers(-1, 40),
+    a=st.one_of(values, st.lists(values, max_size=3)),
+    b=values,
+    record=st.one_of(st.none(), st.lists(values, min_size=4, max_size=9)),
+)
 
 
-@given(items)
-def test_pack_then_unpack_gives_back_every_header_and_body(batch: list[tuple[list, bytes]]) -> None:
-    frame = wire.pack([h for h, _ in batch], [b for _, b in batch])
+@given(st.lists(st.tuples(requests, bodies), max_size=20))
+def test_requests_round_trip_with_their_bodies(batch: list[tuple[wire.Request, bytes]]) -> None:
+    frame = wire.pack([m for m, _ in batch], [b for _, b in batch])
     assert isinstance(frame, bytes)
-    assert [(h, b) for h, b in wire.unpack(frame)] == batch
+    out = list(wire.unpack(frame, wire.Request))
+    assert out == batch
+    assert all(type(m) is wire.Request for m, _ in out)
+
+
+@given(st.lists(st.tuples(replies, bodies), max_size=20))
+def test_replies_round_trip_with_their_bodies(batch: list[tuple[wire.Reply, bytes]]) -> None:
+    frame = wire.pack([m for m, _ in batch], [b for _, b in batch])
+    out = list(wire.unpack(frame, wire.Reply))
+    assert out == batch
+    assert all(type(m) is wire.Reply for m, _ in out)
+
+
+def test_a_message_travels_as_the_positional_array_of_its_fields() -> None:
+    """The named types change nothing on the wire: a Request is the array of its nine fields, in order."""
+    req = wire.Request(7, wire.OP_COMPLETE, "sid", "cust", 30, wire.F_BARRIER, "lock", [10, 20], None)
+    positional = [7, wire.OP_COMPLETE, "sid", "cust", 30, wire.F_BARRIER, "lock", [10, 20], None]
+    assert wire.pack([req], [b"x"]) == wire.pack([positional], [b"x"])
+    rep = wire.Reply(7, wire.OK, 12, None, None)
+    assert wire.pack([rep], [b""]) == wire.pack([[7, wire.OK, 12, None, None]], [b""])
+
+
+def test_fast_construction_builds_the_same_message() -> None:
+    fields = (3, wire.OP_SNAPSHOT, "s", "c", None, 0, None, None, None)
+    assert wire.new_message(wire.Request, fields) == wire.Request(*fields)
+    assert type(wire.new_message(wire.Request, fields)) is wire.Request
 
 
 def test_bodies_travel_raw_after_the_header() -> None:
-    frame = wire.pack([[1, wire.OP_SNAPSHOT, "sid", "c"]], [b"BODY"])
+    frame = wire.pack([wire.Request(1, wire.OP_SNAPSHOT, "sid", "c")], [b"BODY"])
     n = int.from_bytes(frame[:4], "little")
     assert frame[4 + n :] == b"BODY"
 
@@ -31,6 +76,9 @@ def _frame(header: object, bodies: bytes = b"") -> bytes:
     return len(head).to_bytes(4, "little") + head + bodies
 
 
+_REQ = [1, wire.OP_PING, "", "", None, 0, None, None, None]
+
+
 @pytest.mark.parametrize(
     "frame",
     [
@@ -38,13 +86,26 @@ def _frame(header: object, bodies: bytes = b"") -> bytes:
         b"\x01\x00",
         (100).to_bytes(4, "little") + b"\x90",  # header length beyond the frame
         _frame({"a": 1}),  # not [headers, lengths]
-        _frame([[[1]], [1, 2]]),  # one header, two lengths
-        _frame([[[1]], [5]], b"abc"),  # body shorter than announced
-        _frame([[[1]], [1]], b"abc"),  # trailing bytes
+        _frame([[_REQ], [1, 2]]),  # one header, two lengths
+        _frame([[_REQ], [5]], b"abc"),  # body shorter than announced
+        _frame([[_REQ], [1]], b"abc"),  # trailing bytes
         _frame([[[]], [0]]),  # empty header
-        _frame([["x"], [0]]),  # header not a list
+        _frame([["x" * 9], [0]]),  # header not a list (though nine long)
+        _frame([[_REQ[:8]], [0]]),  # a field short
+        _frame([[[*_REQ, None]], [0]]),  # a field too many
+        _frame([[[1, wire.OK, None, None, None]], [0]]),  # a Reply where a Request belongs
     ],
 )
-def test_malformed_frames_raise_value_error(frame: bytes) -> None:
+def test_malformed_request_frames_raise_value_error(frame: bytes) -> None:
     with pytest.raises(ValueError):
-        list(wire.unpack(frame))
+        list(wire.unpack(frame, wire.Request))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [[1, wire.OK, None, None], [1, wire.OK, None, None, None, None], _REQ],
+)
+def test_a_reply_needs_exactly_its_five_fields(header: object) -> None:
+    frame = _frame([[header], [0]])
+    with pytest.raises(ValueError):
+        list(wire.unpack(frame, wire.Reply))
