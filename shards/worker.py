@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 
 from bigbunny import wire
+from bigbunny.logs import setup_logging
 from bigbunny.shards.engine import StoreEngine
 from bigbunny.shards.gcpolicy import GcPolicy
 from bigbunny.shards.ops import ShardOps
@@ -57,10 +58,8 @@ def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any])
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the supervisor's; it sends what changed
-    logging.basicConfig(
-        level=settings.get("log_level", "INFO").upper(),
-        format=f"%(asctime)s %(levelname)s bbd.shard.{index} %(message)s",
-    )
+    # the supervisor's level and format (text or JSON), set up by the same code as its own logging
+    setup_logging(settings["log_level"], settings["log_format"])
     log = logging.getLogger(f"bbd.shard.{index}")
     keys = KeySet({k: bytes.fromhex(v) for k, v in settings["keys"].items()}, settings["current"])
     codec = StoreIdCodec(keys, settings["site"], settings["verify_site"])

@@ -95,6 +95,7 @@ def shard_settings(cfg: Config) -> dict[str, Any]:
         "lock_timeout": cfg.lock_timeout,
         "default_ttl": cfg.default_ttl,
         "log_level": cfg.log_level,
+        "log_format": cfg.log_format,
         "supervisor_pid": os.getpid(),
         "replicate": bool(cfg.peers),
     }
