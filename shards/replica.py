@@ -15,6 +15,13 @@ from bigbunny.shards.engine import StoreEngine
 from bigbunny.shards.store import Store
 
 
+def _state(sid: str, st: Store) -> tuple[str, str, Counter | None, bytes, float, int, str | None]:
+    """The fields a ``PutRecord`` (after its kind and shard_id) and a ``FullRecord`` (first) share."""
+    c, pend = st.counter, st.pending
+    counter = None if c is None else list(c)
+    return sid, st.customer, counter, st.body, st.expiry, st.version, None if pend is None else pend[0]
+
+
 def _counter(c: Counter | None) -> tuple[int, int | None, int | None] | None:
     """A record's counter (a msgpack list) as the engine's tuple."""
     return None if c is None else (c[0], c[1], c[2])
@@ -31,20 +38,7 @@ class Replica:
     def put_record(self, kind: str, shard_id: str | None, sid: str) -> PutRecord | None:
         """The ``C``/``U`` record of a store's current state (after a local write); None if it is gone."""
         st = self.engine.get(sid)
-        if st is None:
-            return None
-        c, pend = st.counter, st.pending
-        return PutRecord(
-            kind,
-            shard_id,
-            sid,
-            st.customer,
-            None if c is None else list(c),
-            st.body,
-            st.expiry,
-            st.version,
-            None if pend is None else pend[0],
-        )
+        return None if st is None else PutRecord(kind, shard_id, *_state(sid, st))
 
     def apply_put(self, rec: PutRecord, create: bool) -> int:
         """Apply a replicated STORE_CREATE (``create``) or STORE_UPDATE; idempotent; returns growth.
@@ -92,16 +86,10 @@ class Replica:
         """Every store as a full record (join snapshot)."""
         out = []
         for sid, st in self.engine.items():
-            c, lock, pend = st.counter, st.lock, st.pending
+            lock, pend = st.lock, st.pending
             out.append(
                 FullRecord(
-                    sid,
-                    st.customer,
-                    None if c is None else list(c),
-                    st.body,
-                    st.expiry,
-                    st.version,
-                    None if pend is None else pend[0],
+                    *_state(sid, st),
                     None if lock is None else lock[0],
                     None if lock is None else lock[1],
                     None if pend is None else pend[1],

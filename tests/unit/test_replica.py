@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import T0, FakeClock
 
 from bigbunny import records
 from bigbunny.limits import STORE_OVERHEAD
@@ -10,30 +11,20 @@ from bigbunny.records import FullRecord, PutRecord
 from bigbunny.shards.engine import StoreEngine
 from bigbunny.shards.replica import Replica
 
-T0 = 1_000_000.0
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def rep(clock: FakeClock) -> Replica:
+    return Replica(StoreEngine(lock_timeout=0.5, clock=clock))
 
 
 @pytest.fixture
-def eng(clock: Clock) -> StoreEngine:
-    return StoreEngine(lock_timeout=0.5, clock=clock)
-
-
-@pytest.fixture
-def rep(eng: StoreEngine) -> Replica:
-    return Replica(eng)
+def eng(rep: Replica) -> StoreEngine:
+    return rep.engine
 
 
 def put(kind: str = records.CREATE, version: int = 1, body: bytes = b"data", customer: str = "alice") -> PutRecord:
@@ -77,7 +68,7 @@ def test_an_update_clears_the_lock(eng: StoreEngine, rep: Replica) -> None:
     assert eng.get("s1").lock is None
 
 
-def test_replicated_locks_respect_a_different_live_lock(eng: StoreEngine, rep: Replica, clock: Clock) -> None:
+def test_replicated_locks_respect_a_different_live_lock(eng: StoreEngine, rep: Replica, clock: FakeClock) -> None:
     rep.apply_put(put(), True)
     rep.apply_lock("s1", "L1", T0)
     assert eng.get("s1").lock == ("L1", T0 + 0.5)
@@ -93,7 +84,7 @@ def test_replicated_locks_respect_a_different_live_lock(eng: StoreEngine, rep: R
     rep.apply_lock("absent", "L", T0)  # unknown stores are ignored
 
 
-def test_dump_then_load_rebuilds_the_stores_and_the_totals(eng: StoreEngine, rep: Replica, clock: Clock) -> None:
+def test_dump_then_load_rebuilds_the_stores_and_the_totals(eng: StoreEngine, rep: Replica, clock: FakeClock) -> None:
     eng.create("s1", "alice", b"data", None, 60, "nm", None)
     eng.create("c1", "bob", b"", (1, 0, 5), 60, None, None)
     eng.begin_modify("s1", "alice")
