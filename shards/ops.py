@@ -1,4 +1,4 @@
-"""One small handler per wire op; each docstring shows the ``wire.Request`` fields it reads and its reply ``a``/``b``.
+"""One small handler per wire op; each docstring shows the ``wire.Request`` fields it uses and its reply ``a``/``b``.
 
 The handlers apply the per-endpoint check order of SPEC §2.4: the supervisor has already done the
 steps it owns (customer, rate limit, body read) and passes the rest of its state as flags, which the
@@ -24,9 +24,11 @@ from bigbunny.shards.replica import Replica
 from bigbunny.storeid import KeySet, StoreIdCodec, StoreIdError
 
 Outcome = tuple[Any, Any, bytes]  # a handler's (Reply.a, Reply.b, reply body)
-Handler = Callable[[wire.Request, bytes], Outcome]
-_new = wire.new_message
-_Reply = wire.Reply
+Ttl = int | None
+Lock = str | None
+Allow = list[int] | None
+# Every handler takes the wire.Request fields after rid and op, by name, then the body.
+Handler = Callable[[str, str, Ttl, int, Lock, Allow, Any, bytes], Outcome]
 _OK = wire.OK
 
 # The error for each supervisor flag that fails a request at its step of the check order.
@@ -38,6 +40,11 @@ _FLAG_ERRORS: dict[int, ApiError] = {
     wire.F_BARRIER: errors.JOIN_SYNCING,
     wire.F_NO_TOMBSTONE: errors.TOMBSTONE_LIMIT,
 }
+
+
+def _allow(allow: Allow) -> tuple[int, int] | None:
+    """The wire allowance ``[customer_bytes, global_bytes]`` as the engine's tuple."""
+    return None if allow is None else (allow[0], allow[1])
 
 
 def _check(flags: int, *steps: int) -> None:
@@ -87,22 +94,27 @@ class ShardOps:
             wire.OP_RECONFIGURE: self.reconfigure,
         }
 
-    def handle(self, req: wire.Request, body: bytes) -> tuple[wire.Reply, bytes]:
-        """Run one request; every failure becomes an error reply, never an exception."""
-        rid = req.rid
+    def handle(self, fields: list[Any], body: bytes) -> tuple[tuple[Any, ...], bytes]:
+        """Run one request (the fields of a ``wire.Request``, in order) and return its ``wire.Reply`` (the
+        plain tuple of its fields) and body; every failure becomes an error reply, never an exception.
+
+        The request's fields go to the handler's parameters of the same names (see ``bigbunny.wire``)."""
+        rid, op, sid, customer, ttl, flags, lock, allow, extra = fields
         try:
-            handler = self.table[req.op]
-            a, b, out = handler(req, body)
-            rec, self.rec = self.rec, None
-            return _new(_Reply, (rid, _OK, a, b, rec)), out
+            a, b, out = self.table[op](sid, customer, ttl, flags, lock, allow, extra, body)
+            rec = self.rec
+            if rec is None:
+                return (rid, _OK, a, b, None), out
+            self.rec = None
+            return (rid, _OK, a, b, rec), out
         except ApiError as e:
             self.rec = None
             e.__traceback__ = e.__context__ = None  # errors are shared singletons: don't let frames pile up
-            return _new(_Reply, (rid, errors.ERROR_INDEX.get(e, 0), None, None, None)), b""
+            return (rid, errors.ERROR_INDEX.get(e, 0), None, None, None), b""
         except Exception:  # a bug must cost one request, not the shard
             self.rec = None
-            self.log.exception("op %r failed", req.op)
-            return _new(_Reply, (rid, 0, None, None, None)), b""
+            self.log.exception("op %r failed", op)
+            return (rid, 0, None, None, None), b""
 
     # --- helpers ---------------------------------------------------------------------------
     def _open(self, sid: str, customer: str, need_shard_id: bool = False) -> str | None:
@@ -125,77 +137,80 @@ class ShardOps:
         if self.replicate:
             self.rec = self.replica.put_record(kind, shard_id, sid)
 
-    @staticmethod
-    def _allow(req: wire.Request) -> tuple[int, int] | None:
-        allow = req.allow
-        return None if allow is None else (allow[0], allow[1])
-
     # --- store ops -----------------------------------------------------------------------------
-    def create(self, req: wire.Request, body: bytes) -> Outcome:
+    def create(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid, customer, ttl, flags, lock=shard_id, allow, extra=pending_name`` → a = growth; body = the ID.
 
         The supervisor minted ``sid`` for ``customer`` (``supervisor.minting``); an ID that does not hash
         to this shard is refused, so a routing bug can never store what lookups would not find."""
-        sid, customer, flags = req.sid, req.customer, req.flags
         counter = counterjson.parse_counter_spec(body, bool(flags & wire.F_NAMED), bool(flags & wire.F_JSON))
         if not sid or shard_of(sid, self.shards) != self.index:
             raise errors.INTERNAL
         _check(flags, wire.F_BARRIER)
-        growth = self.engine.create(sid, customer, body, counter, req.ttl, req.extra, self._allow(req))
-        self._put_record(records.CREATE, req.lock, sid)
+        growth = self.engine.create(sid, customer, body, counter, ttl, extra, _allow(allow))
+        self._put_record(records.CREATE, lock, sid)
         return growth, None, sid.encode()
 
-    def snapshot(self, req: wire.Request, body: bytes) -> Outcome:
+    def snapshot(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid, customer`` → a = TTL remaining, b = is_counter; body = bytes/JSON."""
-        sid, customer = req.sid, req.customer
         self._open(sid, customer)
-        data, ttl, is_counter = self.engine.snapshot(sid, customer)
-        return ttl, is_counter, data
+        data, remaining, is_counter = self.engine.snapshot(sid, customer)
+        return remaining, is_counter, data
 
-    def begin(self, req: wire.Request, body: bytes) -> Outcome:
+    def begin(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid, customer, flags`` → a = TTL remaining, b = lock ID; body = current bytes."""
-        sid, customer, flags = req.sid, req.customer, req.flags
         shard_id = self._open(sid, customer, self.replicate)
         _check(flags, wire.F_LOCK_UNKNOWN, wire.F_BARRIER)
-        data, ttl, lock_id = self.engine.begin_modify(sid, customer)
+        data, remaining, lock_id = self.engine.begin_modify(sid, customer)
         if self.replicate:
             self.rec = LockRecord(LOCK, shard_id, sid, customer, lock_id)
-        return ttl, lock_id, data
+        return remaining, lock_id, data
 
-    def complete(self, req: wire.Request, body: bytes) -> Outcome:
+    def complete(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid, customer, ttl, flags, lock, allow`` → a = growth."""
-        sid, customer, flags = req.sid, req.customer, req.flags
         shard_id = self._open(sid, customer, self.replicate)
         _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE, wire.F_BAD_TTL, wire.F_TTL_TOO_LONG, wire.F_BARRIER)
-        lock = req.lock or ""  # never empty: the supervisor answers a missing lock ID itself
-        growth = self.engine.complete_modify(sid, customer, lock, body, req.ttl, self._allow(req))
+        lock = lock or ""  # never empty: the supervisor answers a missing lock ID itself
+        growth = self.engine.complete_modify(sid, customer, lock, body, ttl, _allow(allow))
         self._put_record(UPDATE, shard_id, sid)
         return growth, None, b""
 
-    def cancel(self, req: wire.Request, body: bytes) -> Outcome:
+    def cancel(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid, customer, flags, lock`` → nothing."""
-        sid, customer, flags, lock = req.sid, req.customer, req.flags, req.lock or ""
+        lock = lock or ""  # never empty: the supervisor answers a missing lock ID itself
         self._open(sid, customer)
         _check(flags, wire.F_LOCK_UNKNOWN, wire.F_BARRIER)
         if self.engine.cancel_modify(sid, customer, lock) and self.replicate:
             self.rec = LockRecord(UNLOCK, None, sid, customer, lock)
         return None, None, b""
 
-    def update(self, req: wire.Request, body: bytes) -> Outcome:
+    def update(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid, customer, ttl, flags, allow`` → a = growth."""
-        sid, customer, flags = req.sid, req.customer, req.flags
         self._open(sid, customer)
         _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE, wire.F_BAD_TTL, wire.F_TTL_TOO_LONG)
         if flags & wire.F_BARRIER:  # 404/410 before the barrier
             self.engine.check_live(sid, customer)
             raise errors.JOIN_SYNCING
-        growth = self.engine.update(sid, customer, body, req.ttl, self._allow(req))
+        growth = self.engine.update(sid, customer, body, ttl, _allow(allow))
         self._put_record(UPDATE, None, sid)
         return growth, None, b""
 
-    def add(self, req: wire.Request, body: bytes) -> Outcome:
+    def add(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid, customer, ttl, flags (+F_DECREMENT), allow`` → a = growth; body = counter JSON."""
-        sid, customer, flags = req.sid, req.customer, req.flags
         self._open(sid, customer)
         # §13 fix 15: counters are covered by the lock-unknown window too
         _check(flags, wire.F_LOCK_UNKNOWN, wire.F_TOO_LARGE)
@@ -203,13 +218,14 @@ class ShardOps:
         _check(flags, wire.F_BAD_TTL, wire.F_TTL_TOO_LONG, wire.F_BARRIER)
         if flags & wire.F_DECREMENT:
             delta = -delta
-        out, growth = self.engine.add(sid, customer, delta, req.ttl, self._allow(req))
+        out, growth = self.engine.add(sid, customer, delta, ttl, _allow(allow))
         self._put_record(UPDATE, None, sid)
         return growth, None, out
 
-    def delete(self, req: wire.Request, body: bytes) -> Outcome:
+    def delete(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid, customer, flags`` → a = growth (−size, 0 if it was absent)."""
-        sid, customer, flags = req.sid, req.customer, req.flags
         self._open(sid, customer)
         _check(flags, wire.F_BARRIER, wire.F_NO_TOMBSTONE)
         if self.replicate:
@@ -217,51 +233,69 @@ class ShardOps:
         return self.engine.delete(sid, customer), None, b""
 
     # --- ops without a customer --------------------------------------------------------------
-    def release_lock(self, req: wire.Request, body: bytes) -> Outcome:
+    def release_lock(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid`` → nothing; 404 if the ID is unknown here."""
-        if not self.engine.release_lock(req.sid):
+        if not self.engine.release_lock(sid):
             raise errors.NOT_FOUND_STORE
         return None, None, b""
 
-    def ping(self, req: wire.Request, body: bytes) -> Outcome:
+    def ping(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """(no fields) → a = [store_count, bytes], b = pid."""
         return [self.engine.count, self.engine.total_bytes], os.getpid(), b""
 
-    def gc(self, req: wire.Request, body: bytes) -> Outcome:
+    def gc(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """(no fields) → a = [[sid, customer, growth], ...] of expired stores removed."""
         return [list(t) for t in self.engine.collect_expired()], None, b""
 
-    def orphans(self, req: wire.Request, body: bytes) -> Outcome:
+    def orphans(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``extra=age`` → a = [[sid, customer, pending_name], ...]."""
-        return [list(t) for t in self.engine.pending_older_than(req.extra)], None, b""
+        return [list(t) for t in self.engine.pending_older_than(extra)], None, b""
 
-    def clear_pending(self, req: wire.Request, body: bytes) -> Outcome:
+    def clear_pending(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid`` → nothing."""
-        self.engine.clear_pending(req.sid)
+        self.engine.clear_pending(sid)
         return None, None, b""
 
-    def alive(self, req: wire.Request, body: bytes) -> Outcome:
+    def alive(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid`` → a = store exists and is unexpired."""
-        return self.engine.alive(req.sid), None, b""
+        return self.engine.alive(sid), None, b""
 
-    def force_delete(self, req: wire.Request, body: bytes) -> Outcome:
+    def force_delete(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``sid`` → a = [customer, growth] or None if absent."""
-        res = self.engine.force_delete(req.sid)
+        res = self.engine.force_delete(sid)
         return (None if res is None else list(res)), None, b""
 
-    def usage(self, req: wire.Request, body: bytes) -> Outcome:
+    def usage(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """(no fields) → a = {customer: bytes}."""
         return self.engine.usage(), None, b""
 
     # --- replication and join ----------------------------------------------------------------
-    def apply(self, req: wire.Request, body: bytes) -> Outcome:
+    def apply(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``extra=[[record, held_since], ...]`` → a = [[growth, customer] or None, ...].
 
         Records (``bigbunny.records`` store records) are applied in order. One is applied only if its
         ID opens under (our site, the record's customer) and, when given, its shard_id matches the
         decrypted one (SPEC §7.4); anything else is dropped (None in the answer).
         """
-        return [self._apply_one(records.store_record(rec), held_since) for rec, held_since in req.extra], None, b""
+        return [self._apply_one(records.store_record(rec), held_since) for rec, held_since in extra], None, b""
 
     def _apply_one(self, rec: StoreRecord, held_since: float) -> list[Any] | None:
         sid, customer, shard_id = rec.sid, rec.customer, rec.shard_id
@@ -284,15 +318,19 @@ class ShardOps:
             replica.apply_unlock(sid, rec.lock_id)
         return [0, customer]
 
-    def key_use(self, req: wire.Request, body: bytes) -> Outcome:
+    def key_use(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``extra=[key_id, ...]`` → a = {key_id: stores sealed with it}."""
-        return self.engine.key_use(list(req.extra)), None, b""
+        return self.engine.key_use(list(extra)), None, b""
 
-    def reconfigure(self, req: wire.Request, body: bytes) -> Outcome:
+    def reconfigure(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``extra={keys, current, log_level}`` (any subset) → nothing. New keys replace the codec (and its
         derived-key cache); a store already verified keeps that mark, which stays true for every key that
         remains, and the supervisor removes only keys that seal no store."""
-        update = req.extra
+        update = extra
         if "keys" in update:
             keys = KeySet({k: bytes.fromhex(v) for k, v in update["keys"].items()}, update["current"])
             self.codec = StoreIdCodec(keys, self.codec.site, self.codec.verify_site)
@@ -300,17 +338,23 @@ class ShardOps:
             set_level(update["log_level"])
         return None, None, b""
 
-    def customers(self, req: wire.Request, body: bytes) -> Outcome:
+    def customers(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """(no fields) → a = {customer: store count}."""
         return self.engine.customer_counts(), None, b""
 
-    def dump(self, req: wire.Request, body: bytes) -> Outcome:
+    def dump(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """(no fields) → a = every store as a ``records.FullRecord`` (join snapshot)."""
         return self.replica.dump(), None, b""
 
-    def load(self, req: wire.Request, body: bytes) -> Outcome:
+    def load(
+        self, sid: str, customer: str, ttl: Ttl, flags: int, lock: Lock, allow: Allow, extra: Any, body: bytes
+    ) -> Outcome:
         """``extra=[clear_first, [FullRecord, ...]]`` → a = usage by customer afterwards."""
-        clear, rows = req.extra
+        clear, rows = extra
         if clear:
             self.engine.clear()
         self.replica.load([records.full_record(r) for r in rows])

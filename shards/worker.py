@@ -92,7 +92,7 @@ def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any, log: logging.Logge
         heap.tick()
         if not poller.poll(_POLL_MS):
             continue
-        replies: list[wire.Reply] = []
+        replies: list[tuple[Any, ...]] = []  # wire.Reply fields, as plain tuples (see bigbunny.wire)
         bodies: list[bytes] = []
         for _ in range(_MAX_BATCH):
             try:
@@ -102,8 +102,8 @@ def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any, log: logging.Logge
             # Not a recv ending in zmq.Again: ~10 µs when cold. pyzmq types every option int | bytes; EVENTS is an int.
             more = sock.get(_EVENTS) & _POLLIN  # type: ignore[operator]
             try:
-                for req, body in unpack(frame, request):
-                    reply, rbody = handle(req, body)
+                for fields, body in unpack(frame, request):
+                    reply, rbody = handle(fields, body)
                     replies.append(reply)
                     bodies.append(rbody)
             except (ValueError, TypeError, KeyError, IndexError) as e:  # malformed batch: drop it, keep serving

@@ -28,8 +28,6 @@ import zmq
 from bigbunny import errors, wire
 
 log = logging.getLogger("bbd.channel")
-_new = wire.new_message
-_Request = wire.Request
 _Reply = wire.Reply
 DOWN = -2  # not a wire code: the request was failed locally because the shard is not serving
 # ZeroMQ's constants are enums: ``int & zmq.POLLIN`` builds an enum member (~1 µs); plain ints do not.
@@ -92,7 +90,7 @@ class ShardChannel:
         self.pending: dict[int, Waiter] = {}
         self.batches = 0  # frames sent, and the requests they carried (requests per batch, for tuning)
         self.batched = 0
-        self.hdrs: list[wire.Request] = []
+        self.requests: list[tuple[Any, ...]] = []  # wire.Request fields, as plain tuples (see bigbunny.wire)
         self.bodies: list[bytes] = []
         self.flush_scheduled = False
         self._seen: set[int] = set()
@@ -119,7 +117,7 @@ class ShardChannel:
             return
         rid = self._rid()
         self.pending[rid] = waiter
-        self.hdrs.append(_new(_Request, (rid, op, sid, customer, ttl, flags, lock, allow, extra)))
+        self.requests.append((rid, op, sid, customer, ttl, flags, lock, allow, extra))  # a wire.Request
         self.bodies.append(body)
         if not self.flush_scheduled:  # one send per loop turn; waiting 2 turns measured no better (R2)
             self.flush_scheduled = True
@@ -144,21 +142,21 @@ class ShardChannel:
 
     def _flush(self) -> None:
         self.flush_scheduled = False
-        if self.closed or not self.hdrs:
+        if self.closed or not self.requests:
             return
-        hdrs, bodies = self.hdrs, self.bodies
-        self.hdrs, self.bodies = [], []
+        requests, bodies = self.requests, self.bodies
+        self.requests, self.bodies = [], []
         try:
-            frame = wire.pack(hdrs, bodies)
+            frame = wire.pack(requests, bodies)
         except (ValueError, TypeError, OverflowError) as e:  # a bug must fail its requests, not wedge the channel
             log.error("cannot encode a batch for %s: %s", self.endpoint, e)
-            for h in hdrs:
-                self._fail(h.rid, _INTERNAL)
+            for rid, *_ in requests:
+                self._fail(rid, _INTERNAL)
             return
         try:
             self.sock.send(frame, _NOBLOCK, copy=True)
         except zmq.Again:  # cannot happen with SNDHWM 0, but never lose requests silently
-            self.hdrs, self.bodies = hdrs + self.hdrs, bodies + self.bodies
+            self.requests, self.bodies = requests + self.requests, bodies + self.bodies
             self.flush_scheduled = True
             self.loop.call_later(0.001, self._flush)
             return
@@ -167,7 +165,7 @@ class ShardChannel:
             self.close()
             return
         self.batches += 1
-        self.batched += len(hdrs)
+        self.batched += len(requests)
         # A send may have processed the command that announced a reply, consuming the FD's edge:
         # ask ZMQ_EVENTS (no exception, unlike a recv that ends in EAGAIN) whether one is waiting.
         try:
@@ -198,11 +196,11 @@ class ShardChannel:
         sock, pending = self.sock, self.pending
         try:
             while not self.closed:
-                for rep, body in wire.unpack(sock.recv(_NOBLOCK, copy=True), _Reply):
-                    waiter = pending.pop(rep.rid, None)
+                for (rid, err, a, b, record), body in wire.unpack(sock.recv(_NOBLOCK, copy=True), _Reply):
+                    waiter = pending.pop(rid, None)
                     if waiter is not None:
                         try:
-                            waiter.reply(rep.err, rep.a, rep.b, body, rep.record)
+                            waiter.reply(err, a, b, body, record)
                         except Exception:  # a bug in one request's continuation must not starve the rest
                             log.exception("reply handler failed")
                 if not sock.get(_EVENTS) & _POLLIN:
@@ -224,7 +222,7 @@ class ShardChannel:
             pass
         self.sock.close(0)
         pending, self.pending = self.pending, {}
-        self.hdrs, self.bodies = [], []
+        self.requests, self.bodies = [], []
         for waiter in pending.values():
             _run(waiter, DOWN)
 
