@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, ItemsView
 
 from bigbunny import errors
+from bigbunny.limits import STORE_OVERHEAD
 
 from .counterjson import INT64_MAX, INT64_MIN, parse_set, render_add, render_internal, render_snapshot
-from .replica import ReplicaMixin
-from .store import STORE_OVERHEAD, Store
+from .store import Store
 
 _NOT_FOUND = errors.NOT_FOUND_STORE
 _UNAUTHORIZED = errors.UNAUTHORIZED
@@ -46,8 +46,11 @@ def _check_allow(allow: tuple[int, int] | None, growth: int) -> None:
             raise errors.CAPACITY_EXCEEDED.with_traceback(None)
 
 
-class StoreEngine(ReplicaMixin):
-    """All stores of one shard, with running totals (count, bytes, bytes per customer)."""
+class StoreEngine:
+    """All stores of one shard, with running totals (count, bytes, bytes per customer).
+
+    Replication and join snapshots (``shards.replica.Replica``) work through the small public API of
+    the "replica support" section: read a store, insert or remove one, account a change, clear all."""
 
     __slots__ = ("lock_timeout", "clock", "default_ttl", "_stores", "_usage", "_total", "_pending")
 
@@ -67,7 +70,8 @@ class StoreEngine(ReplicaMixin):
 
     # --- accounting --------------------------------------------------------------------------------
 
-    def _account(self, customer: str, delta: int) -> None:
+    def account(self, customer: str, delta: int) -> None:
+        """Add ``delta`` bytes to the totals (a store of ``customer`` grew or shrank)."""
         if delta:
             self._total += delta
             usage = self._usage
@@ -107,10 +111,6 @@ class StoreEngine(ReplicaMixin):
                 if sid.startswith(prefixes):
                     counts[sid[3 : sid.index(":", 3)]] += 1
         return counts
-
-    def get(self, sid: str) -> Store | None:
-        """The store object, for read-only use (replication, join snapshots)."""
-        return self._stores.get(sid)
 
     # --- lookups -----------------------------------------------------------------------------------
 
@@ -187,11 +187,17 @@ class StoreEngine(ReplicaMixin):
         now = self.clock()
         pending = None if pending_name is None else (pending_name, now)
         # verified: the caller minted its ID under this customer
-        st = Store(customer, body, counter, now + (self.default_ttl if ttl is None else ttl), 1, None, pending)
-        if pending is not None:
+        return self._add(
+            sid, Store(customer, body, counter, now + (self.default_ttl if ttl is None else ttl), 1, None, pending)
+        )
+
+    def _add(self, sid: str, st: Store) -> int:
+        """Hold ``st`` under a free ``sid`` and count it; returns its size."""
+        if st.pending is not None:
             self._pending.add(sid)
         self._stores[sid] = st
-        self._account(st.customer, size)
+        size = len(st.body) + STORE_OVERHEAD
+        self.account(st.customer, size)
         return size
 
     # --- reads -------------------------------------------------------------------------------------
@@ -315,7 +321,7 @@ class StoreEngine(ReplicaMixin):
         st.version += 1
         if ttl is not None:
             st.expiry = now + ttl
-        self._account(st.customer, growth)
+        self.account(st.customer, growth)
         return growth
 
     def add(
@@ -361,7 +367,7 @@ class StoreEngine(ReplicaMixin):
         if ttl is not None:
             st.expiry = now + ttl
         if growth:
-            self._account(st.customer, growth)
+            self.account(st.customer, growth)
         return render_add(value, version, bounded, vmin, vmax), growth
 
     # --- deletes -----------------------------------------------------------------------------------
@@ -371,7 +377,7 @@ class StoreEngine(ReplicaMixin):
         if st.pending is not None:
             self._pending.discard(sid)
         size = len(st.body) + STORE_OVERHEAD
-        self._account(st.customer, -size)
+        self.account(st.customer, -size)
         return -size
 
     def delete(self, sid: str, customer: str) -> int:
@@ -423,3 +429,27 @@ class StoreEngine(ReplicaMixin):
             if p is not None and now - p[1] > age:
                 out.append((sid, st.customer, p[0]))
         return out
+
+    # --- replica support ---------------------------------------------------------------------------
+
+    def get(self, sid: str) -> Store | None:
+        """The store object (replication reads it, and updates it in place with ``account``)."""
+        return self._stores.get(sid)
+
+    def items(self) -> ItemsView[str, Store]:
+        """Every ``(sid, store)`` (join snapshots)."""
+        return self._stores.items()
+
+    def insert(self, sid: str, st: Store) -> int:
+        """Hold ``st`` under ``sid``, replacing any store there; keeps the totals; returns its size."""
+        old = self._stores.get(sid)
+        if old is not None:
+            self._remove(sid, old)
+        return self._add(sid, st)
+
+    def clear(self) -> None:
+        """Forget every store (a joining node replaces its state with the primary's snapshot)."""
+        self._stores.clear()
+        self._usage.clear()
+        self._pending.clear()
+        self._total = 0

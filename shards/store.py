@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from sys import intern
 
-STORE_OVERHEAD = 256  # bytes accounted per store on top of its body (§6)
-
 
 class Store:
     """One store. Lean on purpose (≈ 88 bytes + body + key per store).

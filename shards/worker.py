@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 
 from bigbunny import wire
+from bigbunny.logs import setup_logging
 from bigbunny.shards.engine import StoreEngine
 from bigbunny.shards.gcpolicy import GcPolicy
 from bigbunny.shards.ops import ShardOps
@@ -43,7 +44,7 @@ def _die_with_parent() -> None:
 
 
 def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any]) -> None:
-    """Process entry point. ``settings`` is plain data (spawn pickles it): keys, site, timeouts, log level."""
+    """Process entry point. ``settings`` is plain data (spawn pickles it): keys, site, timeouts, log settings."""
     parent = settings.get("supervisor_pid") or os.getppid()
     _die_with_parent()
     if os.getppid() != parent:  # the supervisor died before PDEATHSIG was armed
@@ -57,10 +58,8 @@ def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any])
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the supervisor's; it sends what changed
-    logging.basicConfig(
-        level=settings.get("log_level", "INFO").upper(),
-        format=f"%(asctime)s %(levelname)s bbd.shard.{index} %(message)s",
-    )
+    # the supervisor's level and format (text or JSON), set up by the same code as its own logging
+    setup_logging(settings["log_level"], settings["log_format"])
     log = logging.getLogger(f"bbd.shard.{index}")
     keys = KeySet({k: bytes.fromhex(v) for k, v in settings["keys"].items()}, settings["current"])
     codec = StoreIdCodec(keys, settings["site"], settings["verify_site"])
@@ -75,26 +74,26 @@ def shard_main(index: int, shards: int, endpoint: str, settings: dict[str, Any])
     try:
         sock.bind(endpoint)
         log.info("shard %d up (pid %d)", index, os.getpid())
-        _serve(sock, ops, lambda: stop or os.getppid() != parent)
+        _serve(sock, ops, lambda: stop or os.getppid() != parent, log)
     finally:
         sock.close(0)
         ctx.term()
     log.info("shard %d stopped", index)
 
 
-def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any) -> None:
+def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any, log: logging.Logger) -> None:
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     handle = ops.handle
-    unpack, pack = wire.unpack, wire.pack
+    unpack, pack, request = wire.unpack, wire.pack, wire.Request
     heap = GcPolicy()
     heap.settle()
     while not should_stop():
         heap.tick()
         if not poller.poll(_POLL_MS):
             continue
-        out_hdrs: list[list[Any]] = []
-        out_bodies: list[bytes] = []
+        replies: list[tuple[Any, ...]] = []  # wire.Reply fields, as plain tuples (see bigbunny.wire)
+        bodies: list[bytes] = []
         for _ in range(_MAX_BATCH):
             try:
                 frame = sock.recv(_NOBLOCK, copy=True)
@@ -103,13 +102,13 @@ def _serve(sock: zmq.Socket, ops: ShardOps, should_stop: Any) -> None:
             # Not a recv ending in zmq.Again: ~10 µs when cold. pyzmq types every option int | bytes; EVENTS is an int.
             more = sock.get(_EVENTS) & _POLLIN  # type: ignore[operator]
             try:
-                for hdr, body in unpack(frame):
-                    rhdr, rbody = handle(hdr, body)
-                    out_hdrs.append(rhdr)
-                    out_bodies.append(rbody)
+                for fields, body in unpack(frame, request):
+                    reply, rbody = handle(fields, body)
+                    replies.append(reply)
+                    bodies.append(rbody)
             except (ValueError, TypeError, KeyError, IndexError) as e:  # malformed batch: drop it, keep serving
-                logging.getLogger("bbd.shard").error("dropping malformed batch: %s", e)
+                log.error("dropping malformed batch: %s", e)
             if not more:
                 break
-        if out_hdrs:
-            sock.send(pack(out_hdrs, out_bodies), copy=True)
+        if replies:
+            sock.send(pack(replies, bodies), copy=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-STORE_OVERHEAD = 256
 _UNLIMITED = 1 << 62
 
 

@@ -77,7 +77,7 @@ async def customer_report(node: Node, top: int) -> dict[str, Any]:
             res = await ch.call(wire.OP_CUSTOMERS)
         except ShardDown:
             continue
-        for customer, n in (res[1] or {}).items():
+        for customer, n in (res.a or {}).items():  # a = {customer: store count}
             stores[customer] = stores.get(customer, 0) + n
     names = set(stores) | set(node.accounting.customer) | set(node.tombstones.per_customer)
     names |= set(node.limiter.rejected_by)
@@ -121,8 +121,8 @@ def build_admin(node: Node, surface: Surface = EVERYTHING, reloader: Reloader | 
             res = await node.channels[node.shard_for(sid)].call(wire.OP_RELEASE_LOCK, sid)
         except ShardDown:
             return _error(errors.SHARD_UNAVAILABLE)
-        if res[0] != wire.OK:
-            return _error(errors.ERRORS[res[0]])
+        if res.err != wire.OK:
+            return _error(errors.ERRORS[res.err])
         log.info("lock released by operator request")
         return _text("lock released")
 

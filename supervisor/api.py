@@ -22,10 +22,11 @@ from typing import Any
 
 from bigbunny import errors, wire
 from bigbunny.errors import ApiError
+from bigbunny.limits import STORE_OVERHEAD
 from bigbunny.logs import Throttle
 from bigbunny.sharding import shard_of
 from bigbunny.storeid import CUSTOMER_RE
-from bigbunny.supervisor.channel import DOWN, ShardDown
+from bigbunny.supervisor.channel import DOWN, Result, ShardDown
 from bigbunny.supervisor.node import Node
 from bigbunny.supervisor.requests import (
     BAD_TTL,
@@ -48,7 +49,6 @@ from bigbunny.supervisor.responses import (
 )
 from bigbunny.supervisor.role import JOINING, PRIMARY
 
-Result = tuple[int, Any, Any, bytes, Any]
 # A store endpoint's continuation: (api, request, customer, shard, state, a, b, reply body).
 Done = Callable[["StoreApi", ApiRequest, str, int, Any, Any, Any, bytes], None]
 log = logging.getLogger("bbd.api")
@@ -63,7 +63,6 @@ _OP_NAMES = {
 # Reservations are the largest growth a request can cause (SPEC §6: size = body + 256):
 # a create grows by len(body) + 256 at most (a counter's stored form is never longer than its spec);
 # a blob write by len(body); a counter write by the digits of one int64 value.
-_OVERHEAD = 256
 _COUNTER_GROWTH = 20
 _OK = wire.OK
 
@@ -298,10 +297,10 @@ class StoreApi:
             node.inflight_calls -= 1
             if allow is not None:
                 node.accounting.release(customer, allow)
-        if res[0] != _OK:
-            raise self._refusal(res[0], op, customer)
-        if res[4] is not None:
-            node.replicate(res[4])
+        if res.err != _OK:
+            raise self._refusal(res.err, op, customer)
+        if res.record is not None:
+            node.replicate(res.record)
         return res
 
     def ttl_and_flags(self, req: ApiRequest, flags: int) -> tuple[Any, int]:
@@ -346,7 +345,7 @@ class StoreApi:
         ttl = self.create_ttl(req.wanted[1])
         node = self.node
         sid, shard_id, shard = node.minter.mint(customer)
-        allow = node.accounting.reserve(customer, len(req.body) + _OVERHEAD)
+        allow = node.accounting.reserve(customer, len(req.body) + STORE_OVERHEAD)
         self.submit(
             req,
             customer,

@@ -11,6 +11,8 @@ import time
 from typing import TYPE_CHECKING
 
 from bigbunny import errors, wire
+from bigbunny.limits import STORE_OVERHEAD
+from bigbunny.records import DELETE, DeleteRecord
 from bigbunny.supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record, entry_record, valid_name
 from bigbunny.supervisor.requests import ApiRequest
 from bigbunny.supervisor.responses import NONE, TEXT
@@ -40,16 +42,17 @@ class NamesApi:
 
     async def _alive(self, sid: str) -> bool:
         res = await self.api.call(self.node.shard_for(sid), wire.OP_ALIVE, sid, "")
-        return bool(res[1])
+        return bool(res.a)  # a = alive
 
     async def _force_delete(self, sid: str, customer: str) -> None:
         """Remove a store by ID without a customer check, tombstoning it (no limit)."""
         shard = self.node.shard_for(sid)
         res = await self.api.call(shard, wire.OP_FORCE_DELETE, sid, "")
-        if res[1] is not None:
-            self.node.accounting.apply(shard, res[1][0], res[1][1])
+        if res.a is not None:  # a = [customer, growth]
+            owner, growth = res.a
+            self.node.accounting.apply(shard, owner, growth)
         self.node.tombstones.add(sid, customer)
-        self.node.replicate(["D", None, sid, customer])
+        self.node.replicate(DeleteRecord(DELETE, None, sid, customer))
 
     def _put(self, entry: NameEntry) -> None:
         self.node.replicate(entry_record(entry), registry=True)
@@ -81,21 +84,21 @@ class NamesApi:
         self._put(entry)
         flags = wire.F_NAMED | (wire.F_JSON if _is_json(req.content_type) else 0)
         new_sid, shard_id, shard = self.node.minter.mint(customer)
-        allow = self.node.accounting.reserve(customer, len(body) + 256)
+        allow = self.node.accounting.reserve(customer, len(body) + STORE_OVERHEAD)
         try:
             res = await self.api.call(shard, wire.OP_CREATE, new_sid, customer, ttl, flags, shard_id, allow, name, body)
         except BaseException:
             self._remove(entry)  # abort the reservation
             raise
-        self.node.accounting.apply(shard, customer, res[1])
-        sid = res[3].decode()
+        self.node.accounting.apply(shard, customer, res.a)  # a = growth; body = the new ID
+        sid = res.body.decode()
         if not reg.commit(entry, sid, time.time() + (self.node.cfg.default_ttl if ttl is None else ttl)):
             await self._force_delete(sid, customer)
             raise errors.NAME_CREATING  # another request took the name over meanwhile
         self._put(entry)
         await self.api.call(shard, wire.OP_CLEAR_PENDING, sid, "")
         warn = await self.api.settled(req, warn)
-        return self.api.ok(req, res[3], TEXT, warn)
+        return self.api.ok(req, res.body, TEXT, warn)
 
     def _check_free(self, entry: NameEntry | None, reuse: bool) -> None:
         if entry is None:

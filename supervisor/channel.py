@@ -21,14 +21,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import zmq
 
 from bigbunny import errors, wire
 
 log = logging.getLogger("bbd.channel")
-Result = tuple[int, Any, Any, bytes, Any]  # (err, a, b, body, replication record or None)
+_Reply = wire.Reply
 DOWN = -2  # not a wire code: the request was failed locally because the shard is not serving
 # ZeroMQ's constants are enums: ``int & zmq.POLLIN`` builds an enum member (~1 µs); plain ints do not.
 _EVENTS = int(zmq.EVENTS)
@@ -41,6 +41,16 @@ class Waiter(Protocol):
     ``err`` is ``DOWN`` when the shard went away. One object per request, no closure cells."""
 
     def reply(self, err: int, a: Any, b: Any, body: bytes, record: Any) -> None: ...
+
+
+class Result(NamedTuple):
+    """What ``ShardChannel.call`` resolves to: a successful or refused ``wire.Reply``, with its body."""
+
+    err: int  # wire.OK, or an index into bigbunny.errors.ERRORS
+    a: Any
+    b: Any
+    body: bytes
+    record: Any  # the mutation's replication record (bigbunny.records), or None
 
 
 class _FutureWaiter:
@@ -56,7 +66,7 @@ class _FutureWaiter:
         if err == DOWN:
             fut.set_exception(ShardDown())
         else:
-            fut.set_result((err, a, b, body, record))
+            fut.set_result(Result(err, a, b, body, record))
 
 
 STALE_AFTER = 5.0
@@ -80,7 +90,7 @@ class ShardChannel:
         self.pending: dict[int, Waiter] = {}
         self.batches = 0  # frames sent, and the requests they carried (requests per batch, for tuning)
         self.batched = 0
-        self.hdrs: list[tuple[Any, ...]] = []
+        self.requests: list[tuple[Any, ...]] = []  # wire.Request fields, as plain tuples (see bigbunny.wire)
         self.bodies: list[bytes] = []
         self.flush_scheduled = False
         self._seen: set[int] = set()
@@ -107,7 +117,7 @@ class ShardChannel:
             return
         rid = self._rid()
         self.pending[rid] = waiter
-        self.hdrs.append((rid, op, sid, customer, ttl, flags, lock, allow, extra))
+        self.requests.append((rid, op, sid, customer, ttl, flags, lock, allow, extra))  # a wire.Request
         self.bodies.append(body)
         if not self.flush_scheduled:  # one send per loop turn; waiting 2 turns measured no better (R2)
             self.flush_scheduled = True
@@ -132,21 +142,21 @@ class ShardChannel:
 
     def _flush(self) -> None:
         self.flush_scheduled = False
-        if self.closed or not self.hdrs:
+        if self.closed or not self.requests:
             return
-        hdrs, bodies = self.hdrs, self.bodies
-        self.hdrs, self.bodies = [], []
+        requests, bodies = self.requests, self.bodies
+        self.requests, self.bodies = [], []
         try:
-            frame = wire.pack(hdrs, bodies)
+            frame = wire.pack(requests, bodies)
         except (ValueError, TypeError, OverflowError) as e:  # a bug must fail its requests, not wedge the channel
             log.error("cannot encode a batch for %s: %s", self.endpoint, e)
-            for h in hdrs:
-                self._fail(h[0], _INTERNAL)
+            for rid, *_ in requests:
+                self._fail(rid, _INTERNAL)
             return
         try:
             self.sock.send(frame, _NOBLOCK, copy=True)
         except zmq.Again:  # cannot happen with SNDHWM 0, but never lose requests silently
-            self.hdrs, self.bodies = hdrs + self.hdrs, bodies + self.bodies
+            self.requests, self.bodies = requests + self.requests, bodies + self.bodies
             self.flush_scheduled = True
             self.loop.call_later(0.001, self._flush)
             return
@@ -155,7 +165,7 @@ class ShardChannel:
             self.close()
             return
         self.batches += 1
-        self.batched += len(hdrs)
+        self.batched += len(requests)
         # A send may have processed the command that announced a reply, consuming the FD's edge:
         # ask ZMQ_EVENTS (no exception, unlike a recv that ends in EAGAIN) whether one is waiting.
         try:
@@ -186,11 +196,11 @@ class ShardChannel:
         sock, pending = self.sock, self.pending
         try:
             while not self.closed:
-                for hdr, body in wire.unpack(sock.recv(_NOBLOCK, copy=True)):
-                    waiter = pending.pop(hdr[0], None)
+                for (rid, err, a, b, record), body in wire.unpack(sock.recv(_NOBLOCK, copy=True), _Reply):
+                    waiter = pending.pop(rid, None)
                     if waiter is not None:
                         try:
-                            waiter.reply(hdr[1], hdr[2], hdr[3], body, hdr[4] if len(hdr) > 4 else None)
+                            waiter.reply(err, a, b, body, record)
                         except Exception:  # a bug in one request's continuation must not starve the rest
                             log.exception("reply handler failed")
                 if not sock.get(_EVENTS) & _POLLIN:
@@ -212,7 +222,7 @@ class ShardChannel:
             pass
         self.sock.close(0)
         pending, self.pending = self.pending, {}
-        self.hdrs, self.bodies = [], []
+        self.requests, self.bodies = [], []
         for waiter in pending.values():
             _run(waiter, DOWN)
 

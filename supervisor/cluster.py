@@ -32,6 +32,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bigbunny.supervisor import peerlink, replication
@@ -357,7 +358,7 @@ class Cluster(JoinProtocol):
             self._probe.set_result(hdr)
 
     # --- replication ---------------------------------------------------------------------------------
-    def replicate(self, record: list[Any], registry: bool = False) -> None:
+    def replicate(self, record: Sequence[Any], registry: bool = False) -> None:
         if self.role.role == PRIMARY:
             self.sender.enqueue(record, registry)
 

@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from bigbunny import wire
+from bigbunny.records import DELETE, DeleteRecord
 from bigbunny.supervisor.channel import ShardDown
 from bigbunny.supervisor.node import Node
 from bigbunny.supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record
@@ -68,7 +69,7 @@ class Collector:
             res = await self.node.channels[shard].call(op, sid, "", None, 0, None, None, extra)
         except ShardDown:
             return None
-        return res[1] if res[0] == wire.OK else None
+        return res.a if res.err == wire.OK else None
 
     async def collect_once(self) -> int:
         node, removed = self.node, 0
@@ -77,7 +78,7 @@ class Collector:
             for sid, customer, growth in await self._call(shard, wire.OP_GC) or ():
                 node.accounting.apply(shard, customer, growth)
                 node.tombstones.add(sid, customer)
-                node.replicate(["D", None, sid, customer])
+                node.replicate(DeleteRecord(DELETE, None, sid, customer))
                 expired.add(sid)
         for entry in node.registry.pointing_at(expired):
             self._remove_name(entry)
@@ -89,10 +90,11 @@ class Collector:
                     await self._call(shard, wire.OP_CLEAR_PENDING, sid)
                     continue
                 res = await self._call(shard, wire.OP_FORCE_DELETE, sid)
-                if isinstance(res, list):
-                    node.accounting.apply(shard, res[0], res[1])
+                if isinstance(res, list):  # [customer, growth]; None if it was gone already
+                    owner, growth = res
+                    node.accounting.apply(shard, owner, growth)
                 node.tombstones.add(sid, customer)
-                node.replicate(["D", None, sid, customer])
+                node.replicate(DeleteRecord(DELETE, None, sid, customer))
                 removed += 1
         for entry in list(node.registry.entries.values()):
             if entry.state == CREATING and node.registry.reservation_expired(entry):

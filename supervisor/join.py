@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from bigbunny import wire
+from bigbunny.records import FullRecord, full_record, name_row
 from bigbunny.sharding import shard_of
 from bigbunny.supervisor import peerlink
 from bigbunny.supervisor.channel import ShardDown
@@ -100,13 +101,13 @@ class JoinProtocol(ClusterState):
             self.join_id = None
             return
         node = self.node
-        per_shard: list[list[list[Any]]] = [[] for _ in range(node.nshards)]
+        per_shard: list[list[FullRecord]] = [[] for _ in range(node.nshards)]
         tombstoned = {row[0] for row in meta["tombstones"]}
         count = 0
         for chunk in chunks:
-            for rec in chunk:
-                if rec[0] not in tombstoned:
-                    per_shard[shard_of(rec[0], node.nshards)].append(rec)
+            for rec in map(full_record, chunk):
+                if rec.sid not in tombstoned:
+                    per_shard[shard_of(rec.sid, node.nshards)].append(rec)
                     count += 1
         for i, records in enumerate(per_shard):
             try:
@@ -116,7 +117,7 @@ class JoinProtocol(ClusterState):
                 self.join_id = None
                 return
             node.accounting.drop_shard(i)
-            for customer, used in (res[1] or {}).items():
+            for customer, used in (res.a or {}).items():  # a = usage by customer
                 node.accounting.apply(i, customer, used)
         if self.role.role != JOINING or self.join_id != join_id or epoch < self.role.epoch:
             return  # something changed while we were loading: the next attempt starts over
@@ -140,11 +141,11 @@ class JoinProtocol(ClusterState):
         if not meta.get("has_registry"):
             return "snapshot has no registry"
         seen: set[str] = set()
-        for row in meta["registry"]:
-            if row[2] == "active" and row[3]:
-                if row[3] in seen:
-                    return f"two active names share store {row[3]}"
-                seen.add(row[3])
+        for row in map(name_row, meta["registry"]):
+            if row.state == "active" and row.store_id:
+                if row.store_id in seen:
+                    return f"two active names share store {row.store_id}"
+                seen.add(row.store_id)
         return ""
 
     # --- join: primary side --------------------------------------------------------------------------
@@ -170,7 +171,7 @@ class JoinProtocol(ClusterState):
             for i in range(node.nshards):
                 try:
                     res = await node.channels[i].call(wire.OP_DUMP)
-                    dumps.extend(res[1] or [])
+                    dumps.extend(res.a or [])  # a = every store as a FullRecord
                 except ShardDown:
                     log.warning("join %s: shard %d is down, its stores are not in the snapshot", join_id, i)
             meta = {

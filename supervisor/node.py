@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from bigbunny.config import Config
@@ -46,8 +47,9 @@ class Node:
         self.lead_until = float("inf")  # past it, a write is acknowledged only once the lead is re-confirmed
         self.write_until = float("inf")  # past it, the lead is in doubt or the replica lags (the slow path)
 
-    def replicate(self, record: list[Any], registry: bool = False) -> None:
-        """Hand a mutation's record to replication (no-op without a peer or when not primary)."""
+    def replicate(self, record: Sequence[Any], registry: bool = False) -> None:
+        """Hand a mutation's record to replication (no-op without a peer or when not primary): a
+        ``bigbunny.records`` record, or a shard's as msgpack decoded it (the same fields, in a list)."""
         if self.cluster is not None:
             self.cluster.replicate(record, registry)
 
@@ -88,6 +90,7 @@ def shard_settings(cfg: Config) -> dict[str, Any]:
         "lock_timeout": cfg.lock_timeout,
         "default_ttl": cfg.default_ttl,
         "log_level": cfg.log_level,
+        "log_format": cfg.log_format,
         "supervisor_pid": os.getpid(),
         "replicate": bool(cfg.peers),
     }

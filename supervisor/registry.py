@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from bigbunny.records import DEL, PUT, REGISTRY, NameRow, RegistryDelete, RegistryPut, RegistryRecord, name_row
 
 CREATING, ACTIVE, DELETING = "creating", "active", "deleting"
 RESERVATION_TTL = 5.0
@@ -78,54 +81,50 @@ class Registry:
             out[e.state] = out.get(e.state, 0) + 1
         return out
 
-    def apply(self, fields: list) -> None:
+    def apply(self, rec: RegistryRecord) -> None:
         """Apply a replicated registry record (§7.4): put only if newer; an active entry may not take
         a store ID already bound to another name; del removes if present."""
-        op, customer, name = fields[0], fields[1], fields[2]
+        customer, name = rec.customer, rec.name
         key = self.key(customer, name)
-        if op == "del":
+        if isinstance(rec, RegistryDelete):
             self.entries.pop(key, None)
             return
-        state, store_id, expiry, reservation_id, version, reserved_at = fields[3:9]
         old = self.entries.get(key)
-        if old is not None and version <= old.version:
+        if old is not None and rec.version <= old.version:
             return
-        if state == ACTIVE and store_id:
+        store_id = rec.store_id
+        if rec.state == ACTIVE and store_id:
             for e in self.entries.values():
                 if e.state == ACTIVE and e.store_id == store_id and (e.customer, e.name) != (customer, name):
                     return
-        self.entries[key] = NameEntry(customer, name, state, reservation_id, reserved_at, version, store_id, expiry)
+        self.entries[key] = _entry(rec)
 
-    def snapshot(self) -> list[list]:
-        return [entry_record(e)[2:] for e in self.entries.values()]
+    def snapshot(self) -> list[NameRow]:
+        return [_row(e) for e in self.entries.values()]
 
-    def load(self, rows: list[list]) -> None:
-        """Replace every entry from a join snapshot (rows of ``entry_record`` without its prefix)."""
-        self.entries = {
-            self.key(c, n): NameEntry(c, n, st, rid, rat, ver, sid, exp) for c, n, st, sid, exp, rid, ver, rat in rows
-        }
+    def load(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Replace every entry from a join snapshot (``NameRow`` fields, as msgpack lists)."""
+        entries = (_entry(name_row(r)) for r in rows)
+        self.entries = {self.key(e.customer, e.name): e for e in entries}
 
     def pointing_at(self, store_ids: set[str]) -> list[NameEntry]:
         """Active entries bound to any of ``store_ids`` (GC cleans them up with their stores)."""
         return [e for e in self.entries.values() if e.state == ACTIVE and e.store_id in store_ids]
 
 
-def entry_record(entry: NameEntry) -> list:
+def _row(e: NameEntry) -> NameRow:
+    return NameRow(e.customer, e.name, e.state, e.store_id, e.expiry, e.reservation_id, e.version, e.reserved_at)
+
+
+def _entry(r: NameRow | RegistryPut) -> NameEntry:
+    return NameEntry(r.customer, r.name, r.state, r.reservation_id, r.reserved_at, r.version, r.store_id, r.expiry)
+
+
+def entry_record(entry: NameEntry) -> RegistryPut:
     """Replication record of an entry's current state (REG_RESERVE / REG_COMMIT / state changes)."""
-    return [
-        "reg",
-        "put",
-        entry.customer,
-        entry.name,
-        entry.state,
-        entry.store_id,
-        entry.expiry,
-        entry.reservation_id,
-        entry.version,
-        entry.reserved_at,
-    ]
+    return RegistryPut(REGISTRY, PUT, *_row(entry))
 
 
-def delete_record(entry: NameEntry) -> list:
+def delete_record(entry: NameEntry) -> RegistryDelete:
     """Replication record of an entry's removal (REG_ABORT / REG_DELETE)."""
-    return ["reg", "del", entry.customer, entry.name]
+    return RegistryDelete(REGISTRY, DEL, entry.customer, entry.name)

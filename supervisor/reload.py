@@ -191,9 +191,9 @@ async def _check_key_removal(node: Node, old: KeySet, new: KeySet) -> None:
                 raise ConfigError(
                     f"cannot check whether store key {gone[0]!r} is in use: shard {index} is not answering; try again"
                 ) from None
-            if res[0] != wire.OK:
+            if res.err != wire.OK:
                 raise ConfigError(f"cannot check whether store key {gone[0]!r} is in use: shard {index} failed")
-            for k, n in res[1].items():
+            for k, n in res.a.items():  # a = {key_id: stores sealed with it}
                 stores[k] += n
     finally:
         for call in calls:  # after an early refusal: no late answer is left unread
@@ -236,5 +236,5 @@ async def _apply(node: Node, new: Config) -> None:
     for fut in pending:
         fut.cancel()
     for fut in done:
-        if fut.exception() is None and fut.result()[0] != wire.OK:
-            log.error("a shard refused the reloaded settings (error %s)", fut.result()[0])
+        if fut.exception() is None and fut.result().err != wire.OK:
+            log.error("a shard refused the reloaded settings (error %s)", fut.result().err)

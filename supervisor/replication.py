@@ -29,11 +29,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from bigbunny import wire
+from bigbunny import records, wire
+from bigbunny.records import DeleteRecord, PutRecord, RegistryDelete, RegistryPut
 from bigbunny.supervisor import peerlink
 from bigbunny.supervisor.channel import ShardDown
 
@@ -51,7 +52,6 @@ FAIL_AFTER = 5.0
 LINK_DEAD_AFTER = 1.0
 WINDOW_STORE = 10_000
 WINDOW_REGISTRY = 10_000
-REGISTRY = "reg"
 
 
 class Sender:
@@ -99,7 +99,7 @@ class Sender:
         self.last_fail = time.monotonic()
 
     # --- enqueue / send ------------------------------------------------------------------------
-    def enqueue(self, record: list[Any], registry: bool = False) -> None:
+    def enqueue(self, record: Sequence[Any], registry: bool = False) -> None:
         if not self.stream:
             return
         if registry:
@@ -299,15 +299,15 @@ class Receiver:
 def start_apply(node: Node, record: list[Any], held_since: float) -> int | None:
     """Supervisor-side part of applying one replicated record, in stream order (registry, tombstones;
     limits are bypassed, §6). Returns the shard that must apply a store record, else None."""
-    kind = record[0]
-    if kind == REGISTRY:
-        node.registry.apply(record[1:])
+    rec = records.decode(record)
+    if isinstance(rec, (RegistryPut, RegistryDelete)):
+        node.registry.apply(rec)
         return None
-    sid, customer = record[2], record[3]
-    if kind in ("C", "U") and sid in node.tombstones:
+    sid = rec.sid
+    if isinstance(rec, PutRecord) and sid in node.tombstones:
         return None  # tombstones beat stale creates/updates (§7.4, §14)
-    if kind == "D":
-        node.tombstones.add(sid, customer)
+    if isinstance(rec, DeleteRecord):
+        node.tombstones.add(sid, rec.customer)
     return node.shard_for(sid)
 
 
@@ -316,10 +316,11 @@ async def _apply_batch(node: Node, shard: int, batch: list[list[Any]]) -> None:
         res = await node.channels[shard].call(wire.OP_APPLY, extra=batch)
     except ShardDown:
         return
-    if res[0] != wire.OK:
+    if res.err != wire.OK:
         return
-    for (rec, _), outcome in zip(batch, res[1]):
+    for (rec, _), outcome in zip(batch, res.a):  # a = [[growth, customer] or None, ...]
         if outcome is None:
-            log.warning("dropped a replicated %s record that does not open here", rec[0])
+            log.warning("dropped a replicated %s record that does not open here", records.decode(rec).kind)
         else:
-            node.accounting.apply(shard, outcome[1], outcome[0])
+            growth, customer = outcome
+            node.accounting.apply(shard, customer, growth)

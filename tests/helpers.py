@@ -18,6 +18,20 @@ import psutil
 from bigbunny.client import BBClient, Response
 
 SID_RE = re.compile(r"v1:0:[A-Za-z0-9_-]{59}")
+T0 = 1_000_000.0
+
+
+class FakeClock:
+    """A wall clock the test moves by hand (``StoreEngine(clock=...)``)."""
+
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
 
 
 # --- polling ---------------------------------------------------------------------------------------------

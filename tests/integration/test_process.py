@@ -6,6 +6,7 @@ Waiting is always a bounded poll; no fixed sleep is used for synchronisation.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -427,3 +428,27 @@ def test_min_replicas_max_lag_needs_peers(how: str) -> None:
         res = run_bbd("--dev", env={**clean_env(), "SERIALD_MIN_REPLICAS_MAX_LAG": "500ms"})
     assert res.returncode == 1, res
     assert res.stderr.strip().splitlines()[-1] == "--min-replicas-max-lag needs a peer (--peers)", res.stderr
+
+
+def _shard_lines(d: Daemon) -> list[dict[str, Any]] | None:
+    """The shards' log lines (they share the daemon's stderr), each parsed as JSON, once both shards have
+    logged; else None. A shard line that is not JSON fails the test."""
+    lines = []
+    for line in d.log().splitlines():
+        if "bbd.shard." in line:
+            lines.append(json.loads(line))
+    return lines if {x["logger"] for x in lines} == {"bbd.shard.0", "bbd.shard.1"} else None
+
+
+def test_shards_log_in_the_configured_format(daemon_factory) -> None:
+    """``--log-format json`` reaches the shard processes: their lines (start-up ones here) are JSON too."""
+    d = daemon_factory("--log-format=json", shards=2)
+    lines = wait_until(lambda: _shard_lines(d), 10, "both shards' start-up lines")
+    assert {x["msg"] for x in lines} >= {f"shard {i} up (pid {pid})" for i, pid in enumerate(d.shard_pids())}
+    assert all(x["level"] == "info" and x["ts"].endswith("Z") for x in lines)
+
+
+def test_shards_log_at_the_configured_level(daemon_factory) -> None:
+    d = daemon_factory("--log-level=warning", shards=2)
+    d.client("c1").create(b"x")  # the shards are serving
+    assert "bbd.shard." not in d.log()  # their info start-up lines are below the level

@@ -5,28 +5,18 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import T0, FakeClock
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
 
 from bigbunny import errors
-from bigbunny.shards.engine import STORE_OVERHEAD, StoreEngine
+from bigbunny.limits import STORE_OVERHEAD
+from bigbunny.shards.engine import StoreEngine
 
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
-T0 = 1_000_000.0
 LOCK_RE = re.compile(r"[A-Za-z0-9_-]{22}")
-
-
-class FakeClock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from bigbunny import errors, wire
+from bigbunny.records import FullRecord
 from bigbunny.sharding import shard_of
 from bigbunny.shards.engine import StoreEngine
 from bigbunny.shards.ops import ShardOps
@@ -33,8 +34,8 @@ def make_ops(replicate: bool = False) -> tuple[ShardOps, CountingCodec]:
 
 
 def call(ops: ShardOps, op: int, sid: str = "", customer: str = "c1", body: bytes = b"", **kw: Any) -> list[Any]:
-    hdr = [1, op, sid, customer, kw.get("ttl"), kw.get("flags", 0), kw.get("lock"), None, kw.get("extra")]
-    reply, out = ops.handle(hdr, body)
+    req = wire.Request(1, op, sid, customer, kw.get("ttl"), kw.get("flags", 0), kw.get("lock"), None, kw.get("extra"))
+    reply, out = ops.handle(req, body)
     return [*reply, out]
 
 
@@ -87,7 +88,7 @@ def test_join_snapshot_stores_are_decrypted_once_then_trusted() -> None:
     source, _ = make_ops()
     sid = create(source)
     ops, codec = make_ops()
-    ops.engine.load(source.engine.dump())
+    ops.replica.load(source.replica.dump())
     for _ in range(3):
         assert call(ops, wire.OP_SNAPSHOT, sid)[-1] == b"hello"
     assert codec.opens == 1
@@ -98,7 +99,7 @@ def test_a_loaded_store_under_a_foreign_id_is_never_trusted() -> None:
     other = StoreIdCodec(KeySet({"x": bytes(range(32))}, "x"), "local")
     ops, codec = make_ops()
     sid = other.mint("c1")
-    ops.engine.load([[sid, "c1", None, b"x", 4e9, 1, None, None, None, None]])
+    ops.replica.load([FullRecord(sid, "c1", None, b"x", 4e9, 1, None, None, None, None)])
     for _ in range(2):
         assert err(call(ops, wire.OP_SNAPSHOT, sid)) is errors.INVALID_STORE_ID
     assert codec.opens == 2
@@ -114,5 +115,5 @@ def test_modify_records_carry_the_shard_id_when_replicating(replicate: bool) -> 
         shard_id = begin[4][1]
         assert shard_id == codec.open(sid, "c1")[0]
     else:
-        assert len(begin) == 5  # [rid, err, a, b] + body: no replication record
+        assert begin[4] is None  # Reply.record: no replication record
         assert codec.opens == 0
