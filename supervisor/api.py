@@ -26,6 +26,7 @@ from bigbunny.limits import STORE_OVERHEAD
 from bigbunny.logs import Throttle
 from bigbunny.sharding import shard_of
 from bigbunny.storeid import CUSTOMER_RE
+from bigbunny.supervisor.api_names import NamesApi
 from bigbunny.supervisor.channel import DOWN, Result, ShardDown
 from bigbunny.supervisor.node import Node
 from bigbunny.supervisor.requests import (
@@ -71,8 +72,6 @@ class StoreApi:
     """Routes and store endpoints; named-store endpoints live in ``supervisor.api_names``."""
 
     def __init__(self, node: Node) -> None:
-        from bigbunny.supervisor.api_names import NamesApi  # one module per concern; names need the helpers here
-
         self.node = node
         self.max_body = node.cfg.max_store_size
         self.max_ttl = node.cfg.max_ttl or MAX_TTL

@@ -8,17 +8,45 @@ entry is re-read, because another request may have changed it meanwhile.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from bigbunny import errors, wire
 from bigbunny.limits import STORE_OVERHEAD
 from bigbunny.records import DELETE, DeleteRecord
+from bigbunny.supervisor.channel import Result
+from bigbunny.supervisor.node import Node
 from bigbunny.supervisor.registry import ACTIVE, CREATING, DELETING, NameEntry, delete_record, entry_record, valid_name
 from bigbunny.supervisor.requests import ApiRequest
 from bigbunny.supervisor.responses import NONE, TEXT
 
-if TYPE_CHECKING:
-    from bigbunny.supervisor.api import StoreApi
+
+class StoreCalls(Protocol):
+    """What the named-store endpoints use of ``supervisor.api.StoreApi``, which builds them: its node,
+    its shard calls and its answers (so this module needs nothing from that one)."""
+
+    node: Node
+
+    async def call(
+        self,
+        shard: int,
+        op: int,
+        sid: str,
+        customer: str,
+        ttl: Any = None,
+        flags: int = 0,
+        lock: str | None = None,
+        allow: Any = None,
+        extra: Any = None,
+        body: bytes = b"",
+    ) -> Result: ...
+
+    def create_ttl(self, raw: bytes | None) -> int | None: ...
+
+    def ok(self, req: ApiRequest, body: bytes, ctype: bytes, extra: bytes = b"") -> None: ...
+
+    def warning(self, req: ApiRequest) -> bytes: ...
+
+    async def settled(self, req: ApiRequest, warn: bytes) -> bytes: ...
 
 
 def _name(param: str) -> str:
@@ -36,7 +64,7 @@ def _is_json(content_type: bytes | None) -> bool:
 
 
 class NamesApi:
-    def __init__(self, api: StoreApi) -> None:
+    def __init__(self, api: StoreCalls) -> None:
         self.api = api
         self.node = api.node
 

@@ -17,6 +17,7 @@ import click
 
 from bigbunny.config import ConfigError, build_config
 from bigbunny.configfile import ConfigFile, FileValues, layer
+from bigbunny.logs import setup_logging
 from bigbunny.supervisor.flags import PARAMS
 from bigbunny.supervisor.lifecycle import run
 from bigbunny.supervisor.reload import Reloader
@@ -31,7 +32,10 @@ def _run_daemon(**opts: Any) -> None:
     source = ConfigFile(path, PARAMS) if path else None
     try:
         file = source.read() if source is not None else FileValues({}, ())
-        cfg = build_config(layer(given, defaults, file.values), os.environ, file.values)
+        opts = layer(given, defaults, file.values)
+        # before build_config, whose warnings (an empty token, …) then come out in the configured format
+        setup_logging(str(opts["log_level"]), str(opts["log_format"]))
+        cfg = build_config(opts, os.environ, file.values)
     except ConfigError as e:
         click.echo(str(e), err=True)
         sys.exit(1)
