@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import NamedTuple, cast
+from typing import cast
 from urllib.parse import quote
 
 now_ns = time.monotonic_ns  # CLOCK_MONOTONIC: comparable across processes on Linux
@@ -21,11 +21,11 @@ class ConnClosed(Exception):
     pass
 
 
-class Response(NamedTuple):
-    status: int
-    headers: dict[bytes, bytes]  # names lower-cased, first value wins
-    body: bytes  # de-chunked
-    keep_alive: bool  # False: the server closes the connection after this answer
+# (status, headers, body, keep_alive): header names lower-cased, first value wins; the body de-chunked;
+# keep_alive False when the server closes the connection after this answer. A plain tuple, always
+# unpacked by the callers: it is built once per response on the workers' hot path, where a NamedTuple
+# costs ~150 ns more.
+Response = tuple[int, dict[bytes, bytes], bytes, bool]
 
 
 def parse_response(buf: bytearray) -> Response | None:
@@ -92,7 +92,7 @@ def parse_response(buf: bytearray) -> Response | None:
         body = bytes(buf[start:end])
     del buf[:end]
     keep = headers.get(b"connection", b"").lower() != b"close" and sl.startswith(b"HTTP/1.1")
-    return Response(status, headers, body, keep)
+    return status, headers, body, keep
 
 
 class Conn(asyncio.Protocol):
@@ -123,7 +123,8 @@ class Conn(asyncio.Protocol):
             return
         if r is not None:
             self.waiter = None
-            if not r.keep_alive:
+            _, _, _, keep_alive = r
+            if not keep_alive:
                 self.closed = True  # server will close: reconnect before the next request
             w.set_result(r)
 
