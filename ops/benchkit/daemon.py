@@ -49,6 +49,13 @@ def find_bbd(explicit: str | None) -> str:
 
 
 class StartedDaemon:
+    """A bbd we start, stdout and stderr to a log file beside its socket.
+
+    By default in its own session, so stopping it can sweep its whole process group and a Ctrl-C in the
+    terminal reaches only the bench. With scheduler autogroups (Linux) a session is also its own CPU-share
+    group: ``own_session=False`` keeps the daemon in the caller's group, as ``ops/cost`` measures it.
+    """
+
     def __init__(
         self,
         bbd: str,
@@ -57,13 +64,18 @@ class StartedDaemon:
         host_id: str | None = None,
         port: int | None = None,
         peers: str | None = None,
+        workdir: str | None = None,
+        own_session: bool = True,
     ) -> None:
-        self.dir = tempfile.mkdtemp(prefix="bbb", dir="/tmp")  # short: UDS paths max out at 107 bytes
+        """``port`` None: a free loopback port (0: the daemon picks one); ``workdir`` None: a fresh temp dir
+        for its socket and log."""
+        self.dir = workdir or tempfile.mkdtemp(prefix="bbb", dir="/tmp")  # short: UDS paths max out at 107 bytes
         self.sock = os.path.join(self.dir, "s")
         self.log_path = os.path.join(self.dir, "log")
         if port is None:
             port = free_ports(1)[0]
         self.host_id = host_id
+        self.own_session = own_session
         self.argv = [
             bbd,
             "--dev",
@@ -78,7 +90,9 @@ class StartedDaemon:
             self.argv.append(f"--peers={peers}")
         self.argv += extra
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=own_session
+        )
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -110,19 +124,20 @@ class StartedDaemon:
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: only what we started
-            except ProcessLookupError:
-                pass
+            self.sweep()
             self.proc.wait(5)
             rc = None
         self._log.close()
         return rc
 
     def sweep(self) -> None:
-        """SIGKILL whatever is left of this daemon's process group (its own session: only what we started)."""
+        """SIGKILL whatever is left of this daemon's process group (its own session: only what we started);
+        outside its own session, the supervisor alone."""
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            if self.own_session:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.kill()
         except (ProcessLookupError, PermissionError):
             pass
 

@@ -1,5 +1,5 @@
-"""The compiled load generator (``--loadgen``: the yardstick's ``loadgen`` CLI) as an alternative driver of
-the cluster throughput cells."""
+"""The compiled load generator (the yardstick's ``loadgen`` CLI): its command lines, and the driver of the
+cluster throughput cells built on it (``--loadgen``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,32 @@ import argparse
 import json
 import os
 import subprocess
+
+
+def prefill_argv(exe: str, uds: str, out: str, stores: int, extra: list[str]) -> list[str]:
+    """``loadgen prefill``: create ``stores`` blob stores on the node at ``uds``, their IDs written to ``out``."""
+    return [exe, "prefill", "-uds", uds, "-out", out, "-stores", str(stores), *extra]
+
+
+def run_argv(
+    exe: str, uds: str, workload: str, conns: int, duration: float, warmup: float, extra: list[str]
+) -> list[str]:
+    """``loadgen run``: one closed-loop workload; prints one JSON object (ops, ops_per_s, lat_us, ...)."""
+    return [
+        exe,
+        "run",
+        "-uds",
+        uds,
+        "-workload",
+        workload,
+        "-conns",
+        str(conns),
+        "-duration",
+        f"{duration}s",
+        "-warmup",
+        f"{warmup}s",
+        *extra,
+    ]
 
 
 class CompiledLoad:
@@ -17,14 +43,13 @@ class CompiledLoad:
     def __init__(self, a: argparse.Namespace, tmp: str) -> None:
         self.a, self.tmp = a, tmp
 
-    def _cmd(self, *args: str) -> list[str]:
-        a = self.a
-        return [a.loadgen, *args, "-size", str(a.size), "-customers", str(a.customers)]
+    def _shape(self) -> list[str]:
+        return ["-size", str(self.a.size), "-customers", str(self.a.customers)]
 
     def prefill(self, tag: str, uds: str) -> str:
         ids = os.path.join(self.tmp, f"ids-{tag}")
         subprocess.run(
-            self._cmd("prefill", "-uds", uds, "-out", ids, "-stores", str(self.a.stores), "-conns", "8"),
+            prefill_argv(self.a.loadgen, uds, ids, self.a.stores, ["-conns", "8", *self._shape()]),
             check=True,
             stdout=subprocess.DEVNULL,
             timeout=120,
@@ -33,27 +58,12 @@ class CompiledLoad:
 
     def run(self, uds: str, wl: str, conns: int, ids: str | None) -> dict:
         a = self.a
-        args = [
-            "run",
-            "-uds",
-            uds,
-            "-workload",
-            wl,
-            "-conns",
-            str(conns),
-            "-duration",
-            f"{a.duration}s",
-            "-warmup",
-            f"{a.warmup}s",
-            "-timeout",
-            f"{a.timeout}s",
-            "-seed",
-            str(a.seed),
-        ]
+        extra = ["-timeout", f"{a.timeout}s", "-seed", str(a.seed)]
         if ids:
-            args += ["-ids", ids]
+            extra += ["-ids", ids]
+        argv = run_argv(a.loadgen, uds, wl, conns, a.duration, a.warmup, extra + self._shape())
         out = subprocess.run(
-            self._cmd(*args), check=True, capture_output=True, text=True, timeout=a.duration + a.warmup + 60
+            argv, check=True, capture_output=True, text=True, timeout=a.duration + a.warmup + 60
         ).stdout
         d = json.loads(out)
         return {

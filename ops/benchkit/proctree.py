@@ -1,5 +1,5 @@
-"""Process trees from Linux /proc: a daemon's supervisor and its children, their CPU time, and killing
-exactly those processes (start times guard against reused PIDs)."""
+"""Processes from Linux /proc: CPU time of a process or thread, a daemon's whole tree (supervisor and
+children) and its CPU time, and killing exactly those processes (start times guard against reused PIDs)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,25 @@ import os
 import signal
 
 
+def _stat_fields(path: str) -> list[bytes]:
+    """The fields of a /proc stat file after the command name (which may hold spaces and parentheses):
+    [0] state, [1] ppid, [11] utime, [12] stime, [19] start time."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    return raw[raw.rfind(b")") + 2 :].split()
+
+
+def cpu_ticks(pid: int, tid: int | None = None) -> tuple[int, int]:
+    """(user, system) CPU clock ticks of a process (all its threads) or of one of its threads.
+    Raises OSError (gone), ValueError or IndexError."""
+    fields = _stat_fields(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat")
+    return int(fields[11]), int(fields[12])
+
+
 def _stat(pid: int) -> tuple[int, int] | None:
     """(ppid, start time in clock ticks) of a live PID, or None."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-        fields = raw[raw.rfind(b")") + 2 :].split()
+        fields = _stat_fields(f"/proc/{pid}/stat")
         return int(fields[1]), int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
@@ -48,10 +61,7 @@ def tree_cpu_s(root: int | None) -> float | None:
     total = 0
     for pid in process_tree(root):
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                raw = f.read()
-            fields = raw[raw.rfind(b")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])
+            total += sum(cpu_ticks(pid))
         except (OSError, ValueError, IndexError):
             pass
     return total / tick if os.path.isdir("/proc") else None

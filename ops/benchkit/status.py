@@ -1,5 +1,5 @@
-"""A node's ``GET /status`` read over its Unix socket, and what the bench derives from it (role waits,
-shard restarts, a short summary for reports)."""
+"""Blocking GETs over a node's Unix socket, chiefly ``/status`` and what the bench derives from it (role
+waits, shard restarts, a short summary for reports)."""
 
 from __future__ import annotations
 
@@ -7,32 +7,38 @@ import json
 import socket
 import time
 
-from .http1 import parse_response
+from .http1 import Response, parse_response
 
 
-def sync_status(path: str, timeout: float = 2.0) -> dict:
-    """GET /status over a fresh connection (blocking). Raises OSError/ValueError."""
+def sync_get(path: str, target: str, timeout: float = 2.0) -> Response:
+    """GET ``target`` over a fresh connection to the Unix socket ``path`` (blocking).
+    Raises OSError or ValueError, ProtocolError on a malformed answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(b"GET /status HTTP/1.1\r\nHost: bbd\r\nConnection: close\r\n\r\n")
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: bbd\r\nConnection: close\r\n\r\n".encode())
         buf = bytearray()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             r = parse_response(buf)
             if r is not None:
-                st, _, body, _ = r
-                if st != 200:
-                    raise ValueError(f"/status answered {st}")
-                return json.loads(body)
+                return r
             chunk = s.recv(65536)
             if not chunk:
                 r = parse_response(buf)
                 if r is None:
-                    raise ValueError("/status: connection closed early")
+                    raise ValueError(f"{target}: connection closed early")
                 continue
             buf += chunk
-        raise ValueError("/status: timeout")
+        raise ValueError(f"{target}: timeout")
+
+
+def sync_status(path: str, timeout: float = 2.0) -> dict:
+    """GET /status over a fresh connection (blocking). Raises OSError/ValueError."""
+    st, _, body, _ = sync_get(path, "/status", timeout)
+    if st != 200:
+        raise ValueError(f"/status answered {st}")
+    return json.loads(body)
 
 
 def shard_restarts(st: dict) -> int | None:
