@@ -10,6 +10,7 @@ from collections import Counter
 from typing import NamedTuple
 
 from .http1 import Conn, ConnClosed, ProtocolError, SyncConn, build_req, connect, exc_kind, now_ns, qid, status_kind
+from .probes import probe_store
 from .proctree import kill_tree, process_tree
 from .report import log
 from .runner import lat_stats, pick_loop
@@ -37,11 +38,7 @@ async def failover_run(a: argparse.Namespace, prim: str, sec: str, prim_pid: int
     cp = await connect(loop, prim, a.timeout)
     cs = await connect(loop, sec, a.timeout)
     st, hd, rb, _ = await asyncio.wait_for(cp.request(build_req("/api/v1/create", fcust, b"%012d" % 0, ttl)), a.timeout)
-    if st != 200 or not rb.startswith(b"v1:"):
-        raise RuntimeError("failover: fence create failed: " + status_kind(st, hd, rb))
-    fsid = rb.decode()
-    fsnap = build_req(f"/api/v1/snapshot/{qid(fsid)}", fcust)
-    fupd = f"/api/v1/update/{qid(fsid)}"
+    fsnap, fupd = probe_store("failover: fence create failed: ", fcust, st, hd, rb)
     t = time.monotonic()
     while True:
         st, hd, rb, _ = await asyncio.wait_for(cs.request(fsnap), a.timeout)

@@ -6,10 +6,47 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from typing import NamedTuple
 
 from .http1 import ConnClosed, ProtocolError, SyncConn, build_req, exc_kind, now_ns, qid, status_kind
 from .runner import lat_stats
 from .workloads import blob, ttl_header
+
+
+class ProbeStore(NamedTuple):
+    """A store a probe writes on the primary and reads on the secondary."""
+
+    snapshot: bytes  # the complete snapshot request
+    update_path: str
+
+
+def probe_store(failed: str, cust: str, st: int, hd: dict[bytes, bytes], rb: bytes) -> ProbeStore:
+    """The probe store from the primary's answer to its create; RuntimeError ``failed`` + why if it failed."""
+    if st != 200 or not rb.startswith(b"v1:"):
+        raise RuntimeError(failed + status_kind(st, hd, rb))
+    sid = qid(rb.decode())
+    return ProbeStore(build_req(f"/api/v1/snapshot/{sid}", cust), f"/api/v1/update/{sid}")
+
+
+class Ack(NamedTuple):
+    sent: int  # now_ns() before the request
+    answered: int  # now_ns() after the 200
+    headers: dict[bytes, bytes]
+
+
+def timed_write(cp: SyncConn, req: bytes, errors: Counter[str]) -> Ack | None:
+    """One write on the primary; its Ack if answered 200, else None with the error counted in ``errors``."""
+    t0 = now_ns()
+    try:
+        st, hd, rb = cp.request(req)
+    except (OSError, ConnClosed, ProtocolError) as e:
+        errors["write: " + exc_kind(e)] += 1
+        return None
+    t1 = now_ns()
+    if st != 200:
+        errors["write: " + status_kind(st, hd, rb)] += 1
+        return None
+    return Ack(t0, t1, hd)
 
 
 def lag_probe(a: argparse.Namespace, prim: str, sec: str) -> dict:
@@ -20,11 +57,7 @@ def lag_probe(a: argparse.Namespace, prim: str, sec: str) -> dict:
     body0 = b"%012d" % 0 + tail
     try:
         st, hd, rb = cp.request(build_req("/api/v1/create", cust, body0, ttl))
-        if st != 200 or not rb.startswith(b"v1:"):
-            raise RuntimeError("lag: create on the primary failed: " + status_kind(st, hd, rb))
-        sid = rb.decode()
-        snap = build_req(f"/api/v1/snapshot/{qid(sid)}", cust)
-        upd = f"/api/v1/update/{qid(sid)}"
+        snap, upd = probe_store("lag: create on the primary failed: ", cust, st, hd, rb)
         t = time.monotonic()
         while True:  # the store itself must reach the secondary first
             try:
@@ -48,17 +81,10 @@ def lag_probe(a: argparse.Namespace, prim: str, sec: str) -> dict:
                 errors["run out of time"] += a.lag_writes - i + 1
                 break
             stamp, prev = b"%012d" % i, b"%012d" % (i - 1)
-            req = build_req(upd, cust, stamp + tail)
-            t0 = now_ns()
-            try:
-                st, hd, rb = cp.request(req)
-            except (OSError, ConnClosed, ProtocolError) as e:
-                errors["write: " + exc_kind(e)] += 1
+            ack = timed_write(cp, build_req(upd, cust, stamp + tail), errors)
+            if ack is None:
                 continue
-            if st != 200:
-                errors["write: " + status_kind(st, hd, rb)] += 1
-                continue
-            t1 = now_ns()
+            t0, t1 = ack.sent, ack.answered
             done += 1
             seen, polls, p1 = False, 0, t1
             while True:
@@ -123,11 +149,7 @@ def replicas_probe(a: argparse.Namespace, prim: str, sec: str) -> dict:
     not_visible = not_replicated = 0
     try:
         st, hd, rb = cp.request(build_req("/api/v1/create", cust, b"%012d" % 0 + tail, ttl_header(a.ttl)))
-        if st != 200:
-            raise RuntimeError("replicas: create on the primary failed: " + status_kind(st, hd, rb))
-        sid = rb.decode()
-        snap = build_req(f"/api/v1/snapshot/{qid(sid)}", cust)
-        upd = f"/api/v1/update/{qid(sid)}"
+        snap, upd = probe_store("replicas: create on the primary failed: ", cust, st, hd, rb)
         n = 0
         for blk in range(a.rep_blocks):
             kinds = ("plain", "replicas") if blk % 2 == 0 else ("replicas", "plain")
@@ -136,20 +158,12 @@ def replicas_probe(a: argparse.Namespace, prim: str, sec: str) -> dict:
                 for _ in range(a.rep_block):
                     n += 1
                     stamp = b"%012d" % n
-                    req = build_req(upd, cust, stamp + tail, extra)
-                    t0 = now_ns()
-                    try:
-                        st, hd, rb = cp.request(req)
-                    except (OSError, ConnClosed, ProtocolError) as e:
-                        errors["write: " + exc_kind(e)] += 1
+                    ack = timed_write(cp, build_req(upd, cust, stamp + tail, extra), errors)
+                    if ack is None:
                         continue
-                    t1 = now_ns()
-                    if st != 200:
-                        errors["write: " + status_kind(st, hd, rb)] += 1
-                        continue
-                    lat[kind].append(t1 - t0)
+                    lat[kind].append(ack.answered - ack.sent)
                     if kind == "replicas":
-                        not_replicated += hd.get(b"bigbunny-warning") == b"NotReplicated"
+                        not_replicated += ack.headers.get(b"bigbunny-warning") == b"NotReplicated"
                         st, hd, rb = cs.request(snap)
                         not_visible += not (st == 200 and rb[:12] == stamp)
     finally:

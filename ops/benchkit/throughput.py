@@ -79,86 +79,71 @@ def throughput_compare(
     pids: dict[str, int | None],
     base_sec: str | None = None,
 ) -> list[dict]:
-    with tempfile.TemporaryDirectory(prefix="bbd-bench-lg-") as tmp:
-        return _throughput_cells(
-            a, prim, sec, single, rnd, ctx, pids, CompiledLoad(a, tmp) if a.loadgen else None, base_sec
-        )
-
-
-def _throughput_cells(
-    a: argparse.Namespace,
-    prim: str,
-    sec: str,
-    single: str,
-    rnd: int,
-    ctx: SpawnContext,
-    pids: dict[str, int | None],
-    compiled: CompiledLoad | None,
-    base_sec: str | None = None,
-) -> list[dict]:
     """Cells alternating "pair" (prim) and "single" (the baseline; with ``base_sec`` another pair's
     primary, whose secondary is also let catch up after each of its cells)."""
-    loop_factory = pick_loop(a.loop)
-    stores: dict[str, list] = {}
-    ids: dict[str, str] = {}
-    if "update" in a.tp_workloads:
-        for tag, uds in (("pair", prim), ("single", single)):
-            if compiled is not None:
-                ids[tag] = compiled.prefill(tag, uds)
-                continue
-            cfg = bench_cfg(a, uds, max(a.tp_conns), tag)
-            with asyncio.Runner(loop_factory=loop_factory) as r:
-                stores[tag] = r.run(prefill(cfg, "stores", a.stores))
-        d = wait_drained(prim, sec, a.drain_timeout)
-        if base_sec is not None:
-            wait_drained(single, base_sec, a.drain_timeout)
-        log(f"prefilled {a.stores} stores on each; pair drained in {d['drain_s']} s")
-    cells: list[dict] = []
-    for wl in a.tp_workloads:
-        for c in a.tp_conns:
-            row: dict = {"workload": wl, "conns": c}
-            order = ("pair", "single") if (rnd + len(cells)) % 2 == 0 else ("single", "pair")
-            for tag in order:
-                uds = prim if tag == "pair" else single
-                cfg = bench_cfg(a, uds, c, tag)
-                cfg["stores_list"] = stores.get(tag, [])
-                before = try_status(prim) if tag == "pair" else None
-                nodes = ("primary", "secondary") if tag == "pair" else ("single",)
-                cpu0 = {n: tree_cpu_s(pids.get(n)) for n in nodes}
-                t_cell = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bbd-bench-lg-") as tmp:  # the loadgen's ID files
+        compiled = CompiledLoad(a, tmp) if a.loadgen else None
+        loop_factory = pick_loop(a.loop)
+        stores: dict[str, list] = {}
+        ids: dict[str, str] = {}
+        if "update" in a.tp_workloads:
+            for tag, uds in (("pair", prim), ("single", single)):
                 if compiled is not None:
-                    res = compiled.run(uds, wl, c, ids.get(tag) if wl == "update" else None)
-                else:
-                    res = run_workload(cfg, wl, ctx)
-                wall = time.monotonic() - t_cell
-                keep = ("ops", "ops_per_s", "errors", "error_kinds", "duration_s", "latency_us")
-                row[tag] = {k: res[k] for k in keep}
-                cpu1 = {n: tree_cpu_s(pids.get(n)) for n in nodes}
-                row[tag]["cpu_share"] = {  # CPU seconds per wall second of the whole cell (warm-up included)
-                    n: round((cpu1[n] - cpu0[n]) / wall, 2)  # type: ignore[operator]
-                    for n in nodes
-                    if cpu0[n] is not None and cpu1[n] is not None
-                }
-                if tag == "single" and base_sec is not None:
-                    wait_drained(single, base_sec, a.drain_timeout)
-                if tag == "pair":
-                    d = wait_drained(prim, sec, a.drain_timeout)
-                    if before is not None:
-                        after = try_status(prim) or {}
-                        d["replication_dropped"] = int(after.get("replication_dropped", 0)) - int(
-                            before.get("replication_dropped", 0)
-                        )
-                    row["replication"] = d
-            ps, ss = row["pair"]["ops_per_s"], row["single"]["ops_per_s"]
-            row["ratio"] = round(ps / ss, 3) if ss > 0 else None
-            cells.append(row)
-            rep = row["replication"]
-            log(
-                f"  {wl} C={c}: pair {ps:.0f} ops/s, single {ss:.0f} ops/s, ratio {row['ratio']}; CPU pair "
-                f"{row['pair']['cpu_share']} single {row['single']['cpu_share']}; "
-                f"secondary caught up {rep['drain_s']} s after (max queue {rep['max_queue']}"
-                + (f", {rep['replication_dropped']} records DROPPED" if rep.get("replication_dropped") else "")
-                + ("" if rep["drained"] else ", NOT drained")
-                + ")"
-            )
-    return cells
+                    ids[tag] = compiled.prefill(tag, uds)
+                    continue
+                cfg = bench_cfg(a, uds, max(a.tp_conns), tag)
+                with asyncio.Runner(loop_factory=loop_factory) as r:
+                    stores[tag] = r.run(prefill(cfg, "stores", a.stores))
+            d = wait_drained(prim, sec, a.drain_timeout)
+            if base_sec is not None:
+                wait_drained(single, base_sec, a.drain_timeout)
+            log(f"prefilled {a.stores} stores on each; pair drained in {d['drain_s']} s")
+        cells: list[dict] = []
+        for wl in a.tp_workloads:
+            for c in a.tp_conns:
+                row: dict = {"workload": wl, "conns": c}
+                order = ("pair", "single") if (rnd + len(cells)) % 2 == 0 else ("single", "pair")
+                for tag in order:
+                    uds = prim if tag == "pair" else single
+                    cfg = bench_cfg(a, uds, c, tag)
+                    cfg["stores_list"] = stores.get(tag, [])
+                    before = try_status(prim) if tag == "pair" else None
+                    nodes = ("primary", "secondary") if tag == "pair" else ("single",)
+                    cpu0 = {n: tree_cpu_s(pids.get(n)) for n in nodes}
+                    t_cell = time.monotonic()
+                    if compiled is not None:
+                        res = compiled.run(uds, wl, c, ids.get(tag) if wl == "update" else None)
+                    else:
+                        res = run_workload(cfg, wl, ctx)
+                    wall = time.monotonic() - t_cell
+                    keep = ("ops", "ops_per_s", "errors", "error_kinds", "duration_s", "latency_us")
+                    row[tag] = {k: res[k] for k in keep}
+                    cpu1 = {n: tree_cpu_s(pids.get(n)) for n in nodes}
+                    row[tag]["cpu_share"] = {  # CPU seconds per wall second of the whole cell (warm-up included)
+                        n: round((cpu1[n] - cpu0[n]) / wall, 2)  # type: ignore[operator]
+                        for n in nodes
+                        if cpu0[n] is not None and cpu1[n] is not None
+                    }
+                    if tag == "single" and base_sec is not None:
+                        wait_drained(single, base_sec, a.drain_timeout)
+                    if tag == "pair":
+                        d = wait_drained(prim, sec, a.drain_timeout)
+                        if before is not None:
+                            after = try_status(prim) or {}
+                            d["replication_dropped"] = int(after.get("replication_dropped", 0)) - int(
+                                before.get("replication_dropped", 0)
+                            )
+                        row["replication"] = d
+                ps, ss = row["pair"]["ops_per_s"], row["single"]["ops_per_s"]
+                row["ratio"] = round(ps / ss, 3) if ss > 0 else None
+                cells.append(row)
+                rep = row["replication"]
+                log(
+                    f"  {wl} C={c}: pair {ps:.0f} ops/s, single {ss:.0f} ops/s, ratio {row['ratio']}; CPU pair "
+                    f"{row['pair']['cpu_share']} single {row['single']['cpu_share']}; "
+                    f"secondary caught up {rep['drain_s']} s after (max queue {rep['max_queue']}"
+                    + (f", {rep['replication_dropped']} records DROPPED" if rep.get("replication_dropped") else "")
+                    + ("" if rep["drained"] else ", NOT drained")
+                    + ")"
+                )
+        return cells
