@@ -12,7 +12,6 @@ from urllib.parse import quote
 now_ns = time.monotonic_ns  # CLOCK_MONOTONIC: comparable across processes on Linux
 
 
-# --- minimal HTTP/1.1 client ------------------------------------------------------------------------
 class ProtocolError(Exception):
     pass
 

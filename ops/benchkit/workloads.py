@@ -27,8 +27,9 @@ def blob(size: int, seed: int) -> bytes:
     return (pat * (size // 26 + 1))[:size]
 
 
-# --- operations -------------------------------------------------------------------------------------
 def make_op(wl: str, cfg: dict, gidx: int) -> Op:
+    """The operation connection ``gidx`` runs for workload ``wl``: its requests built here from ``cfg`` (its
+    own slice of the prefilled stores or counters), every answer verified."""
     size = cfg["size"]
     conns = cfg["conns"]
     customers = cfg["customers_list"]
