@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -186,3 +187,11 @@ def chunked(method: str, path: str, headers: list[tuple[str, str]], chunks: list
     """A raw request with a chunked body, one chunk per item (an empty item would end the body)."""
     head = req(method, path, [*headers, ("Transfer-Encoding", "chunked")], length=False)
     return head + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+
+
+# --- ops/ scripts ----------------------------------------------------------------------------------------
+def run_script(argv: list[str], timeout: float, cwd: str) -> subprocess.CompletedProcess[str]:
+    """Run a script to completion; fail the test, showing the tail of its output, unless it exits 0."""
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
+    return p

@@ -12,12 +12,19 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_script
 
 pytestmark = pytest.mark.timeout(90)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCH = os.path.join(ROOT, "ops", "bench")
 WORKLOADS = ["create", "snapshot", "update", "modify", "incr", "mixed"]
+
+
+def bench_cluster(flags: str, *more: str) -> dict:
+    """``ops/bench cluster FLAGS MORE --json`` (FLAGS split on spaces), which must exit 0; its JSON document."""
+    p = run_script([sys.executable, BENCH, "cluster", *flags.split(), *more, "--json"], timeout=75, cwd=ROOT)
+    return json.loads(p.stdout)
 
 
 def test_bench_all_workloads_against_started_daemon() -> None:
@@ -37,8 +44,7 @@ def test_bench_all_workloads_against_started_daemon() -> None:
         "10",
         "--json",
     ]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    p = run_script(argv, timeout=60, cwd=ROOT)
     assert "daemon exited 0" in p.stderr, p.stderr
     rows = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
     assert [r["workload"] for r in rows] == WORKLOADS, p.stdout
@@ -71,31 +77,10 @@ def test_bench_unreachable_daemon_fails_fast(tmp_path) -> None:
 def test_bench_cluster_mode_lag_throughput_failover() -> None:
     """`ops/bench cluster` starts a pair (and a single node), measures all three parts and verifies them."""
     # small enough that the primary's replication window (10,000 records) cannot overflow in a cell
-    argv = [
-        sys.executable,
-        BENCH,
-        "cluster",
-        "--lag-writes",
-        "20",
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0.1",
-        "--tp-conns",
-        "2",
-        "--stores",
-        "20",
-        "--fo-kill-after",
-        "1",
-        "--fo-settle",
-        "0.5",
-        "--fo-bound",
-        "20",
-        "--json",
-    ]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=75, cwd=ROOT)
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
-    doc = json.loads(p.stdout)
+    doc = bench_cluster(
+        "--lag-writes 20 --duration 0.5 --warmup 0.1 --tp-conns 2 --stores 20"
+        " --fo-kill-after 1 --fo-settle 0.5 --fo-bound 20"
+    )
     assert doc["mode"] == "cluster" and doc["parts"] == ["lag", "throughput", "failover"]
     (rnd,) = doc["rounds"]
     assert "error" not in rnd, rnd.get("error")
@@ -133,29 +118,10 @@ def test_bench_cluster_mode_lag_throughput_failover() -> None:
 def test_bench_cluster_replicas_and_gate() -> None:
     """The write-gate parts: BigBunny-Replicas: 1 against plain writes (each read back on the secondary), and
     a pair with --min-replicas-max-lag against one without."""
-    argv = [
-        sys.executable,
-        BENCH,
-        "cluster",
-        "--parts",
-        "replicas,gate",
-        "--rep-blocks",
-        "2",
-        "--rep-block",
-        "5",
-        "--tp-workloads",
-        "create",
-        "--tp-conns",
-        "2",
-        "--duration",
-        "0.3",
-        "--warmup",
-        "0.1",
-        "--json",
-    ]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=75, cwd=ROOT)
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
-    doc = json.loads(p.stdout)
+    doc = bench_cluster(
+        "--parts replicas,gate --rep-blocks 2 --rep-block 5 --tp-workloads create --tp-conns 2"
+        " --duration 0.3 --warmup 0.1"
+    )
     (rnd,) = doc["rounds"]
     assert "error" not in rnd and rnd["daemons_ok"], rnd
     rep = rnd["replicas"]
@@ -207,27 +173,9 @@ def test_bench_cluster_throughput_with_a_compiled_load_generator(tmp_path) -> No
     fake = tmp_path / "loadgen"
     fake.write_text(FAKE_LOADGEN.format(python=sys.executable, log=str(log)))
     fake.chmod(0o755)
-    argv = [
-        sys.executable,
-        BENCH,
-        "cluster",
-        "--parts",
-        "throughput",
-        "--loadgen",
-        str(fake),
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0.1",
-        "--tp-conns",
-        "3",
-        "--stores",
-        "20",
-        "--json",
-    ]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=75, cwd=ROOT)
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
-    doc = json.loads(p.stdout)
+    doc = bench_cluster(
+        "--parts throughput --duration 0.5 --warmup 0.1 --tp-conns 3 --stores 20", "--loadgen", str(fake)
+    )
     assert doc["throughput_load_generator"] == str(fake)
     (rnd,) = doc["rounds"]
     cells = rnd["throughput"]

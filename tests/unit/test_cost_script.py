@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
+from helpers import run_script
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -37,8 +37,7 @@ def test_cost_reports_cpu_per_request_of_every_process() -> None:
         "200",
         "--json",
     ]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    p = run_script(argv, timeout=60, cwd=ROOT)
     row = json.loads(p.stdout.strip().splitlines()[-1])
     assert row["workload"] == "snapshot" and row["errors"] == 0 and row["ops_per_s"] > 0, row
     assert len(row["shards_us"]) == 2 and all(v > 0 for v in row["shards_us"]), row
