@@ -161,7 +161,7 @@ class Cluster:
 
     def _tick(self, beat: int) -> None:
         self.gate.tick()
-        now = time.monotonic()
+        now = self.role.clock()
         role = self.role.role
         if role == PRIMARY:
             if beat % int(HEARTBEAT_EVERY / TICK) == 0:
@@ -191,18 +191,20 @@ class Cluster:
         then would make the healthy primary step down and join us — and lose every write we missed.
         """
         try:
-            reply = await self.probe(max(seen + LEASE - time.monotonic(), LEASE_PROBE))
+            reply = await self.probe(max(seen + LEASE - self.role.clock(), LEASE_PROBE))
             if not self.role.following(seen):
                 return  # a heartbeat (or a role change) came meanwhile
             if reply is not None and self.role.leader_answers(reply):
                 log.info(
-                    "leader %s silent for %.1f s but answers: staying SECONDARY", reply.sender, time.monotonic() - seen
+                    "leader %s silent for %.1f s but answers: staying SECONDARY", reply.sender, self.role.clock() - seen
                 )
                 self.role.leader_alive()
                 return
-            await asyncio.sleep(max(0.0, seen + LEASE - time.monotonic()))
+            await asyncio.sleep(max(0.0, seen + LEASE - self.role.clock()))
             if self.role.following(seen):
-                log.warning("lease expired: no heartbeat from %s for %.1f s", self.role.leader, time.monotonic() - seen)
+                log.warning(
+                    "lease expired: no heartbeat from %s for %.1f s", self.role.leader, self.role.clock() - seen
+                )
                 self.promote("lease expired")
         finally:
             self._lease_check = None
@@ -239,7 +241,7 @@ class Cluster:
     def request_rejoin(self, why: str) -> None:
         if self.role.role == SECONDARY:
             self.step_down(why)
-        if self.role.role == JOINING and self.join.may_ask(time.monotonic()):
+        if self.role.role == JOINING and self.join.may_ask(self.role.clock()):
             self.join.request()
 
     def _joined(self, stream: str, base_seq: int) -> None:
@@ -257,7 +259,7 @@ class Cluster:
             self._stepped_down()
         # A former primary asks for its join on the next tick (≤ 100 ms): the writes it was holding
         # are relayed first, before the new primary raises the join barrier and would refuse them.
-        if change.before != PRIMARY and change.role == JOINING and self.join.may_ask(time.monotonic()):
+        if change.before != PRIMARY and change.role == JOINING and self.join.may_ask(self.role.clock()):
             self.join.request()
 
     def on_link_down(self) -> None:

@@ -81,7 +81,7 @@ class JoinProtocol:
 
     # --- join: joiner side ---------------------------------------------------------------------------
     def request(self) -> None:
-        self.attempt = time.monotonic()
+        self.attempt = self.role.clock()
         self.join_id = f"{self.node.cfg.host_id}-{next(self._ids)}"
         self.chunks = []
         log.info("asking %s for a join snapshot (%s)", self.peer_id, self.join_id)
