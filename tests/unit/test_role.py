@@ -287,6 +287,13 @@ async def joined(cl: Cluster, link: FakeLink, epoch: int = 1) -> None:
     await settle()
 
 
+async def secondary_cluster(epoch: int) -> tuple[Cluster, FakeLink, Clock]:
+    """node2, joined to its leader node1 at ``epoch``."""
+    cl, link, clock = make_cluster("node2", "node1")
+    await joined(cl, link, epoch)
+    return cl, link, clock
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -307,11 +314,17 @@ def test_start_up_with_a_silent_peer_elects_the_first_host(monkeypatch: pytest.M
     run(go())
 
 
+async def started_beside(peer_role: str, peer_epoch: int) -> tuple[Cluster, FakeLink, Clock]:
+    """node1 after its start-up probe, answered by a peer in ``peer_role`` at ``peer_epoch``."""
+    cl, link, clock = make_cluster("node1")
+    link.answer, link.answer_epoch = peer_role, peer_epoch
+    await cl._startup()
+    return cl, link, clock
+
+
 def test_start_up_beside_a_joining_peer_leads_above_its_epoch() -> None:
     async def go() -> None:
-        cl, link, _ = make_cluster("node1")
-        link.answer, link.answer_epoch = JOINING, 4
-        await cl._startup()
+        cl, _, _ = await started_beside(JOINING, 4)
         assert (cl.role.role, cl.role.epoch) == (PRIMARY, 5)
 
     run(go())
@@ -319,9 +332,7 @@ def test_start_up_beside_a_joining_peer_leads_above_its_epoch() -> None:
 
 def test_start_up_beside_a_primary_joins_it_and_becomes_secondary() -> None:
     async def go() -> None:
-        cl, link, clock = make_cluster("node1")
-        link.answer, link.answer_epoch = PRIMARY, 3
-        await cl._startup()
+        cl, link, clock = await started_beside(PRIMARY, 3)
         assert cl.role.role == JOINING and cl.role.leader == "node2" and len(link.of(JoinRequest)) == 1
         join_id = link.of(JoinRequest)[0].join_id
         meta = {"site": "local", "has_registry": True, "registry": [], "tombstones": []}
@@ -351,8 +362,7 @@ def test_secondary_lease_expiry_takes_over_at_epoch_plus_1(monkeypatch: pytest.M
     monkeypatch.setattr(cluster_mod, "LEASE_PROBE", 0.05)
 
     async def go() -> None:
-        cl, link, clock = make_cluster("node2", "node1")
-        await joined(cl, link, epoch=2)
+        cl, link, clock = await secondary_cluster(2)
         assert cl.role.role == SECONDARY
         clock.t += LEASE - 0.2
         cl._tick(1)
@@ -372,8 +382,7 @@ def test_secondary_lease_expiry_takes_over_at_epoch_plus_1(monkeypatch: pytest.M
 
 def test_a_silent_leader_that_answers_its_probe_keeps_us_secondary(monkeypatch: pytest.MonkeyPatch) -> None:
     async def go() -> None:
-        cl, link, clock = make_cluster("node2", "node1")
-        await joined(cl, link, epoch=2)
+        cl, link, clock = await secondary_cluster(2)
         clock.t += LEASE + 1  # we were frozen: the lease ran out while we did not read
         link.answer, link.answer_epoch = PRIMARY, 2
         cl._tick(1)
@@ -387,8 +396,7 @@ def test_a_closed_link_takes_over_when_the_leader_does_not_answer(monkeypatch: p
     monkeypatch.setattr(cluster_mod, "FAST_CHECK", 0.05)
 
     async def go() -> None:
-        cl, link, _ = make_cluster("node2", "node1")
-        await joined(cl, link, epoch=1)
+        cl, link, _ = await secondary_cluster(1)
         assert link.on_link_down is not None
         link.on_link_down()
         await asyncio.sleep(0.3)  # the probe is asked every 0.1 s
@@ -399,8 +407,7 @@ def test_a_closed_link_takes_over_when_the_leader_does_not_answer(monkeypatch: p
 
 def test_a_leader_back_without_its_data_is_taken_over_at_once() -> None:
     async def go() -> None:
-        cl, link, _ = make_cluster("node2", "node1")
-        await joined(cl, link, epoch=1)
+        cl, link, _ = await secondary_cluster(1)
         link.deliver(Probe(JOINING), 0, sender="node1")
         assert link.of(ProbeReply)[-1] == ProbeReply(SECONDARY)  # answered before the takeover
         assert (cl.role.role, cl.role.epoch) == (PRIMARY, 2)
