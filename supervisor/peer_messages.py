@@ -177,11 +177,15 @@ def _runtime_types(annotation: Any) -> tuple[type, ...]:
     return (origin or annotation,)
 
 
+_ORIGIN_CHECKS = tuple(_runtime_types(t) for t in typing.get_type_hints(Origin).values())
+_ORIGIN_LEN = len(_ORIGIN_CHECKS)
+
+
 class _Spec(NamedTuple):
     kind: str
     cls: type[Any]
-    checks: tuple[tuple[type, ...], ...]  # per header field
-    required: int  # header fields without a default
+    checks: tuple[tuple[type, ...], ...]  # per header element after the kind: origin, then fields
+    required: int  # header elements after the kind without a default
     body: bool  # the last field travels as the body frame
 
 
@@ -190,8 +194,8 @@ def _spec(kind: str, cls: type[Any]) -> _Spec:
     fields: tuple[str, ...] = cls._fields
     body = fields[-1] == "body"
     header = fields[:-1] if body else fields
-    checks = tuple(_runtime_types(hints[f]) for f in header)
-    required = sum(1 for f in header if f not in cls._field_defaults)
+    checks = _ORIGIN_CHECKS + tuple(_runtime_types(hints[f]) for f in header)
+    required = _ORIGIN_LEN + sum(1 for f in header if f not in cls._field_defaults)
     return _Spec(kind, cls, checks, required, body)
 
 
@@ -213,7 +217,6 @@ _SPECS = [
 ]
 _BY_CLASS: dict[type[Any], _Spec] = {s.cls: s for s in _SPECS}
 _BY_KIND: dict[str, _Spec] = {s.kind: s for s in _SPECS}
-_ORIGIN_CHECKS = tuple(_runtime_types(t) for t in typing.get_type_hints(Origin).values())
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -241,16 +244,12 @@ def unpack(header: bytes, body: bytes = b"") -> tuple[Origin, Message]:
     spec = _BY_KIND.get(hdr[0])
     if spec is None:
         raise Malformed(f"unknown message kind {hdr[0][:40]!r}")
-    fields = hdr[5 : 5 + len(spec.checks)]
-    if len(fields) < spec.required:
-        raise Malformed(f"{spec.kind}: {len(fields)} fields, {spec.required} required")
-    origin = hdr[1:5]
-    for value, ok in zip(origin, _ORIGIN_CHECKS):
-        if not isinstance(value, ok):
-            raise Malformed(f"{spec.kind}: bad origin")
-    for value, ok in zip(fields, spec.checks):
+    values = hdr[1 : 1 + len(spec.checks)]
+    if len(values) < spec.required:
+        raise Malformed(f"{spec.kind}: {len(values)} elements after the kind, {spec.required} required")
+    for value, ok in zip(values, spec.checks):
         if not isinstance(value, ok):
             raise Malformed(f"{spec.kind}: bad field type {type(value).__name__}")
     if spec.body:
-        fields.append(body)
-    return Origin(*origin), spec.cls(*fields)
+        values.append(body)
+    return Origin(*values[:_ORIGIN_LEN]), spec.cls(*values[_ORIGIN_LEN:])
