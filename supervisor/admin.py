@@ -110,8 +110,7 @@ def build_admin(node: Node, surface: Surface = EVERYTHING, reloader: Reloader | 
         if node.cluster is not None:
             node.cluster.promote("operator request")
         else:
-            node.role.promote()
-            log.warning("role PRIMARY (epoch %d): operator request", node.role.epoch)
+            node.role.promote("operator request")
         return _text("promoted")
 
     async def release_lock(request: Request) -> Response:

@@ -1,44 +1,42 @@
-"""Two-node clustering: roles, heartbeats, lease and epoch fencing (SPEC §7.1–7.3); join is in
-``supervisor.join``, mixed in.
+"""Two-node clustering: the peer link's handlers, heartbeats, lease checks and the side effects of role
+changes (SPEC §7.1–7.3). The role state machine — every state and transition — is
+``supervisor.role``; join is the ``supervisor.join`` component, relay the ``supervisor.forwarding``
+one, the write gate ``supervisor.writegate``: the Cluster owns them and wires them to the link.
 
-States and transitions (all in the supervisor's event loop, so no locks):
-
-* start → JOINING (epoch 0). The first host (smaller host ID) *probes* the peer before leading
-  (§13 fix 11): no answer within ``PROBE_WINDOW`` or a JOINING peer → PRIMARY (epoch ≥ 1, no
-  lock-unknown window); a PRIMARY peer → join it; a SECONDARY peer still holds our old data → wait
-  for it to take over (it promotes at once when it sees its old leader come back empty).
-* JOINING → SECONDARY: after a join snapshot from the primary was applied (see ``supervisor.join``).
-* SECONDARY → PRIMARY: lease expiry (no accepted heartbeat for 2 s + 2 s grace), or — when the
-  leader's connection closes (a crashed process) — ``FAST_CHECK`` s without a heartbeat or an answer
-  to a probe, or ``promote``;
-  epoch + 1, replication stream renewed, lock-state-unknown window opened. The last
-  ``LEASE_PROBE`` of the lease is spent asking the leader directly: if it answers as PRIMARY, the
-  silence was ours (a frozen or starved process), and we stay SECONDARY.
-* JOINING → PRIMARY: a lone node that never saw a primary promotes itself after the lease
-  (§13 fix 12), or ``promote``.
-* PRIMARY/SECONDARY → JOINING: a heartbeat with a higher epoch (adopted), records the primary dropped from the
-  replication stream, or — with equal epochs and two primaries — the larger host ID steps down
-  (§13 fix 10). A demoted node re-joins from the winner.
-
-The primary sends a heartbeat every 200 ms; every receiver acknowledges it (with its replication
-position), which is also how the primary knows the link is alive. The join barrier is held by the
-primary only while it captures the snapshot; the snapshot then goes out ahead of all later
-replication records, which carry higher sequence numbers.
+A transition is asked of ``RoleState`` and its ``Change`` drives what follows here: becoming PRIMARY
+renews the replication stream, tells the write gate and sends a heartbeat at once; stepping down
+ends the stream, fails waiting writes and asks for a join on the next tick (≤ 100 ms): the writes a
+former primary was holding are relayed first, before the new primary raises the join barrier.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bigbunny.supervisor import peerlink, replication
 from bigbunny.supervisor.forwarding import Forwarder
-from bigbunny.supervisor.join import JOIN_RETRY, JOIN_STALL, JoinProtocol
-from bigbunny.supervisor.role import JOINING, PRIMARY, SECONDARY
+from bigbunny.supervisor.join import JoinProtocol
+from bigbunny.supervisor.peer_messages import (
+    Heartbeat,
+    HeartbeatAck,
+    JoinChunk,
+    JoinRefuse,
+    JoinRequest,
+    Message,
+    Origin,
+    Probe,
+    ProbeReply,
+    RelayAnswer,
+    RelayRequest,
+    ReplAck,
+    ReplBatch,
+    kind_of,
+)
+from bigbunny.supervisor.role import FAST_CHECK, JOINING, LEASE, LEASE_PROBE, PRIMARY, SECONDARY, Change, PeerAnswer
 from bigbunny.supervisor.writegate import WriteGate
 
 if TYPE_CHECKING:
@@ -47,80 +45,76 @@ if TYPE_CHECKING:
 log = logging.getLogger("bbd.cluster")
 HEARTBEAT_EVERY = 0.2
 TICK = 0.1
-LEASE = 2.0 + 2.0
-LEASE_PROBE = 0.5
-FAST_CHECK = 1.0
 PROBE_WINDOW = 1.0
 
 
-class Cluster(JoinProtocol):
-    def __init__(self, node: Node) -> None:
+class Cluster:
+    def __init__(self, node: Node, link: peerlink.PeerLink | None = None) -> None:
         cfg = node.cfg
         self.node = node
         self.role = node.role
         self.peer = cfg.peers[0]
         self.first = cfg.host_id <= self.peer.id
         self.verify_site = not cfg.disable_site_verification
-        self.link = peerlink.PeerLink(cfg.host_id, cfg.site, cfg.tcp, self.peer.address, cfg.internal_token, cfg.dev)
+        self.link = link or peerlink.PeerLink(
+            cfg.host_id, cfg.site, cfg.tcp, self.peer.address, cfg.internal_token, cfg.dev
+        )
         self.sender = replication.Sender(node, self.link.send)
         self.receiver = replication.Receiver(node, self.request_rejoin, self._ack)
         self.forwarder = Forwarder(node, self)
         self.gate = WriteGate(self)
+        self.join = JoinProtocol(
+            node,
+            self.peer.id,
+            self.verify_site,
+            self.send,
+            self.link.send,
+            lambda: (self.sender.stream, self.sender.seq),
+            self._joined,
+        )
         self.peer_seen: float | None = None  # monotonic: last message of any kind from the peer
-        self.leader: str | None = None
-        self.ever_saw_primary = False
-        self.joining_since = time.monotonic()
-        self.join_attempt = 0.0
-        self.join_id: str | None = None
-        self.join_chunks: list[list[Any]] = []
-        self.serving_join = False
-        self._probe: asyncio.Future[list[Any]] | None = None
+        self._probe: asyncio.Future[PeerAnswer] | None = None
         self._lease_check: asyncio.Task[None] | None = None
-        self._join_ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
-        for kind, fn in (
-            (peerlink.HB, self.on_heartbeat),
-            (peerlink.HB_ACK, self.on_heartbeat_ack),
-            (peerlink.PROBE, self.on_probe),
-            (peerlink.PROBE_REPLY, self.on_probe_reply),
-            (peerlink.REPL, self.on_repl),
-            (peerlink.REPL_ACK, self.on_repl_ack),
-            (peerlink.JOIN_REQ, self.on_join_request),
-            (peerlink.JOIN_REFUSE, self.on_join_refuse),
-            (peerlink.JOIN_CHUNK, self.on_join_chunk),
-            (peerlink.RELAY, self.forwarder.on_relay),
-            (peerlink.RELAY_REPLY, self.forwarder.on_relay_reply),
-        ):
-            self.link.on(kind, self._guard(fn))
-        self.link.on("link_down", lambda hdr, body: self.on_link_down())
-        self.link.on("link_up", lambda hdr, body: None)
+        self._on(Heartbeat, self.on_heartbeat)
+        self._on(HeartbeatAck, self.on_heartbeat_ack)
+        self._on(Probe, self.on_probe)
+        self._on(ProbeReply, self.on_probe_reply)
+        self._on(ReplBatch, self.on_repl)
+        self._on(ReplAck, self.on_repl_ack)
+        self._on(JoinRequest, self.join.on_request)
+        self._on(JoinRefuse, self.join.on_refuse)
+        self._on(JoinChunk, self.join.on_chunk)
+        self._on(RelayRequest, self.forwarder.on_relay)
+        self._on(RelayAnswer, self.forwarder.on_relay_reply)
+        self.link.on_link_down = self.on_link_down
         self._fast_check: asyncio.Task[None] | None = None
         self._ack_scheduled = False
 
     # --- plumbing --------------------------------------------------------------------------------
-    def _guard(self, fn: Any) -> Any:
+    def _on(self, kind: type[peerlink.M], fn: Callable[[Origin, peerlink.M], None]) -> None:
         """Site verification and peer bookkeeping for every message, then the handler."""
 
-        def handle(hdr: list[Any], body: bytes) -> None:
-            sender, site = hdr[1], hdr[2]
+        def handle(origin: Origin, msg: peerlink.M) -> None:
+            sender = origin.sender
             # A peer configured as bare host:port has its address as ID (§7.1 ordering) and may
             # call itself anything; one configured as id@host:port must be that host.
             if sender != self.peer.id and self.peer.id != self.peer.address:
-                log.warning("dropped a %s from unknown host %r", hdr[0], sender)
+                log.warning("dropped a %s from unknown host %r", kind_of(msg), sender)
                 return
-            if self.verify_site and site and site != self.node.cfg.site:
-                log.warning("dropped a %s from %s: site %r is not ours", hdr[0], sender, site)
+            if self.verify_site and origin.site and origin.site != self.node.cfg.site:
+                log.warning("dropped a %s from %s: site %r is not ours", kind_of(msg), sender, origin.site)
                 return
             self.peer_seen = time.monotonic()
-            fn(hdr, body)
+            fn(origin, msg)
 
-        return handle
+        self.link.on(kind, handle)
 
-    def send(self, kind: str, fields: list[Any], body: bytes = b"") -> bool:
-        return self.link.send(kind, self.role.epoch, fields, body)
+    def send(self, msg: Message) -> bool:
+        return self.link.send(self.role.epoch, msg)
 
     def start(self) -> None:
-        self.role.role = JOINING
+        self.role.start_joining()
         self.gate.refresh()
         self.link.start()
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -151,33 +145,23 @@ class Cluster(JoinProtocol):
 
     async def _startup(self) -> None:
         reply = await self.probe(PROBE_WINDOW)
-        peer_role = reply[5] if reply else None
-        peer_epoch = reply[3] if reply else 0
+        peer_role = reply.role if reply else None
+        peer_epoch = reply.epoch if reply else 0
         if peer_role == PRIMARY:
             log.info("peer %s is PRIMARY (epoch %d): joining it", self.peer.id, peer_epoch)
-            self.leader = self.peer.id
-            if self.role.role == JOINING and self.join_id is None:  # a heartbeat may have started one already
-                self.request_join()
+            self.role.begin_join(self.peer.id)
+            if self.role.role == JOINING and self.join.join_id is None:  # a heartbeat may have started one already
+                self.join.request()
         elif self.first and peer_role is None:
-            self._become_initial_primary(0)
+            self._became_primary(self.role.start_primary(0), initial=True)
         elif self.first and peer_role == JOINING:
-            self._become_initial_primary(peer_epoch)
+            self._became_primary(self.role.start_primary(peer_epoch), initial=True)
         else:
             log.info("waiting for a primary (peer %s is %s)", self.peer.id, peer_role or "silent")
 
-    def _become_initial_primary(self, peer_epoch: int) -> None:
-        self.role.start_primary()
-        if peer_epoch >= self.role.epoch:
-            self.role.epoch = peer_epoch + 1
-        self.leader = self.node.cfg.host_id
-        self.sender.reset(f"{self.node.cfg.host_id}:{self.role.epoch}")
-        self.gate.became_primary(True)
-        log.warning("role PRIMARY (epoch %d): initial leader", self.role.epoch)
-        self._heartbeat()
-
     def _tick(self, beat: int) -> None:
         self.gate.tick()
-        now = time.monotonic()
+        now = self.role.clock()
         role = self.role.role
         if role == PRIMARY:
             if beat % int(HEARTBEAT_EVERY / TICK) == 0:
@@ -193,12 +177,10 @@ class Cluster(JoinProtocol):
             ):
                 self._lease_check = asyncio.get_running_loop().create_task(self._check_lease(seen))
         else:  # JOINING
-            if self.join_id is not None and now - self.join_attempt > JOIN_STALL:
-                log.warning("join %s stalled; retrying", self.join_id)
-                self.join_id = None
-            if self.leader is not None and self.join_id is None and now - self.join_attempt >= JOIN_RETRY:
-                self.request_join()
-            elif not self.ever_saw_primary and now - self.joining_since > LEASE and self.join_id is None:
+            self.join.check_stall(now)
+            if self.role.leader is not None and self.join.may_ask(now):
+                self.join.request()
+            elif not self.role.ever_saw_primary and now - self.role.joining_since > LEASE and self.join.join_id is None:
                 self.promote("no primary seen since start-up")
 
     async def _check_lease(self, seen: float) -> None:
@@ -209,91 +191,76 @@ class Cluster(JoinProtocol):
         then would make the healthy primary step down and join us — and lose every write we missed.
         """
         try:
-            reply = await self.probe(max(seen + LEASE - time.monotonic(), LEASE_PROBE))
-            if self.role.role != SECONDARY or self.role.last_leader_seen != seen:
+            reply = await self.probe(max(seen + LEASE - self.role.clock(), LEASE_PROBE))
+            if not self.role.following(seen):
                 return  # a heartbeat (or a role change) came meanwhile
-            if reply is not None and reply[5] == PRIMARY and reply[3] >= self.role.epoch:
+            if reply is not None and self.role.leader_answers(reply):
                 log.info(
-                    "leader %s silent for %.1f s but answers: staying SECONDARY", reply[1], time.monotonic() - seen
+                    "leader %s silent for %.1f s but answers: staying SECONDARY", reply.sender, self.role.clock() - seen
                 )
-                self.role.last_leader_seen = time.monotonic()
+                self.role.leader_alive()
                 return
-            await asyncio.sleep(max(0.0, seen + LEASE - time.monotonic()))
-            if self.role.role == SECONDARY and self.role.last_leader_seen == seen:
-                log.warning("lease expired: no heartbeat from %s for %.1f s", self.leader, time.monotonic() - seen)
+            await asyncio.sleep(max(0.0, seen + LEASE - self.role.clock()))
+            if self.role.following(seen):
+                log.warning(
+                    "lease expired: no heartbeat from %s for %.1f s", self.role.leader, self.role.clock() - seen
+                )
                 self.promote("lease expired")
         finally:
             self._lease_check = None
 
     def _heartbeat(self) -> None:
         st = self.node.pool.slots
-        self.send(peerlink.HB, [sum(s.store_count for s in st), self.node.accounting.total])
+        self.send(Heartbeat(sum(s.store_count for s in st), self.node.accounting.total))
 
-    # --- role changes ------------------------------------------------------------------------------
+    # --- role changes: the transition, then its side effects --------------------------------------
     def promote(self, why: str) -> None:
         self.forwarder.fail_all()  # relays to the old leader will not be answered
-        self.role.promote()
-        self.leader = self.node.cfg.host_id
-        self.ever_saw_primary = True
-        self.join_id = None
-        self.sender.reset(f"{self.node.cfg.host_id}:{self.role.epoch}")
-        self.gate.became_primary(False)
-        log.warning("role PRIMARY (epoch %d): %s", self.role.epoch, why)
+        self.join.abandon()
+        self._became_primary(self.role.promote(why), initial=False)
+
+    def _became_primary(self, change: Change, initial: bool) -> None:
+        self.sender.reset(f"{self.node.cfg.host_id}:{change.epoch}")  # a new stream per term
+        self.gate.became_primary(initial)
         self._heartbeat()
 
     def step_down(self, why: str) -> None:
-        if self.role.role != JOINING:
-            log.warning("role JOINING (epoch %d): %s", self.role.epoch, why)
-        self.role.role = JOINING
-        self.role.lock_unknown_until = 0.0
-        self.joining_since = time.monotonic()
+        self.role.step_down(why)
+        self._stepped_down()
+
+    def _stepped_down(self) -> None:
         self.sender.reset("")
         self.receiver.start_stream("", 0)
         self.gate.stepped_down()
 
     def lost_lead(self, sender: str, epoch: int) -> None:
         """A probe answer shows that ``sender`` leads (higher epoch, or it wins the tie): follow it."""
-        self.role.epoch = max(self.role.epoch, epoch)
-        self.leader = sender
-        self.ever_saw_primary = True
-        self.role.last_leader_seen = time.monotonic()
-        self.step_down(f"{sender} leads at epoch {epoch}")  # the tick asks for the join (see on_heartbeat)
+        self.role.follow(sender, epoch)
+        self._stepped_down()  # the tick asks for the join (see on_heartbeat)
 
     def request_rejoin(self, why: str) -> None:
         if self.role.role == SECONDARY:
             self.step_down(why)
-        if self.role.role == JOINING and self.join_id is None and time.monotonic() - self.join_attempt >= JOIN_RETRY:
-            self.request_join()
+        if self.role.role == JOINING and self.join.may_ask(self.role.clock()):
+            self.join.request()
+
+    def _joined(self, stream: str, base_seq: int) -> None:
+        """JOINING → SECONDARY happened (``supervisor.join``): follow the primary's stream from here."""
+        self.receiver.start_stream(stream, base_seq)
+        self._ack()
 
     # --- heartbeats and probes ---------------------------------------------------------------------
-    def on_heartbeat(self, hdr: list[Any], body: bytes) -> None:
-        sender, epoch = hdr[1], hdr[3]
-        self.send(peerlink.HB_ACK, [self.receiver.stream, self.receiver.applied, self.role.role])
-        own = self.role.epoch
-        if epoch < own:
-            return  # stale leader: our own heartbeats will make it step down
-        role = self.role.role
-        if epoch == own and role == PRIMARY:
-            if self.node.cfg.host_id > sender:  # §13 fix 10: the larger host ID steps down
-                self.step_down(f"two primaries at epoch {epoch}; {sender} keeps the lead")
-            else:
-                return
-        self.role.last_leader_seen = time.monotonic()
-        self.leader = sender
-        self.ever_saw_primary = True
-        if epoch > own:
-            self.role.epoch = epoch
-            if self.role.role != JOINING:
-                self.step_down(f"{sender} leads at higher epoch {epoch}")
+    def on_heartbeat(self, origin: Origin, hb: Heartbeat) -> None:
+        self.send(HeartbeatAck(self.receiver.stream, self.receiver.applied, self.role.role))
+        change = self.role.heartbeat(origin.sender, origin.epoch)
+        if change is None:
+            return  # a stale leader, or the equal-epoch primary that steps down
+        if change.before != JOINING and change.role == JOINING:
+            self._stepped_down()
         # A former primary asks for its join on the next tick (≤ 100 ms): the writes it was holding
         # are relayed first, before the new primary raises the join barrier and would refuse them.
-        if (
-            role != PRIMARY
-            and self.role.role == JOINING
-            and self.join_id is None
-            and time.monotonic() - self.join_attempt >= JOIN_RETRY
-        ):
-            self.request_join()
+        if change.before != PRIMARY and change.role == JOINING and self.join.may_ask(self.role.clock()):
+            self.join.request()
 
     def on_link_down(self) -> None:
         """Our connection to the peer closed: a crashed process closes its sockets at once."""
@@ -303,7 +270,7 @@ class Cluster(JoinProtocol):
             self.sender.last_ack_time = 0.0  # replication is failing from now on (DegradedWrite)
         elif (
             self.role.role == SECONDARY
-            and self.leader == self.peer.id
+            and self.role.leader == self.peer.id
             and self._fast_check is None
             and self._lease_check is None
         ):
@@ -316,27 +283,26 @@ class Cluster(JoinProtocol):
         A live leader (a network blip, a reconnect) answers or heartbeats, and nothing changes."""
         try:
             reply = await self.probe(FAST_CHECK)
-            if self.role.role != SECONDARY or self.role.last_leader_seen != seen:
+            if not self.role.following(seen):
                 return  # a heartbeat came: the leader is alive
-            if reply is not None and reply[5] == PRIMARY and reply[3] >= self.role.epoch:
+            if self.role.leader_answers(reply):
                 return
             self.promote(f"leader {self.peer.id} closed its connection and does not answer")
         finally:
             self._fast_check = None
 
-    def on_heartbeat_ack(self, hdr: list[Any], body: bytes) -> None:
-        stream, seq = hdr[5], hdr[6]
-        self.sender.on_ack(stream, seq)
-        self.gate.acked(hdr[3], stream, seq)
+    def on_heartbeat_ack(self, origin: Origin, ack: HeartbeatAck) -> None:
+        self.sender.on_ack(ack.stream, ack.applied)
+        self.gate.acked(origin.epoch, ack.stream, ack.applied)
 
-    async def probe(self, timeout: float) -> list[Any] | None:
+    async def probe(self, timeout: float) -> PeerAnswer | None:
         """Ask the peer for its role (resent every 100 ms); None if it stays silent."""
         loop = asyncio.get_running_loop()
         self._probe = loop.create_future()
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                self.send(peerlink.PROBE, [self.role.role])
+                self.send(Probe(self.role.role))
                 try:
                     return await asyncio.wait_for(asyncio.shield(self._probe), 0.1)
                 except TimeoutError:
@@ -345,30 +311,29 @@ class Cluster(JoinProtocol):
         finally:
             self._probe = None
 
-    def on_probe(self, hdr: list[Any], body: bytes) -> None:
-        sender, their_role = hdr[1], hdr[5]
-        self.send(peerlink.PROBE_REPLY, [self.role.role])
+    def on_probe(self, origin: Origin, probe: Probe) -> None:
+        sender = origin.sender
+        self.send(ProbeReply(self.role.role))
         # Our leader is back but empty (it restarted within the lease): take over now, with its data
         # still here, rather than letting clients wait for the lease.
-        if self.role.role == SECONDARY and self.leader == sender and their_role == JOINING:
+        if self.role.role == SECONDARY and self.role.leader == sender and probe.role == JOINING:
             self.promote(f"leader {sender} restarted without its data")
 
-    def on_probe_reply(self, hdr: list[Any], body: bytes) -> None:
+    def on_probe_reply(self, origin: Origin, reply: ProbeReply) -> None:
         if self._probe is not None and not self._probe.done():
-            self._probe.set_result(hdr)
+            self._probe.set_result(PeerAnswer(origin.sender, origin.epoch, reply.role))
 
     # --- replication ---------------------------------------------------------------------------------
     def replicate(self, record: Sequence[Any], registry: bool = False) -> None:
         if self.role.role == PRIMARY:
             self.sender.enqueue(record, registry)
 
-    def on_repl(self, hdr: list[Any], body: bytes) -> None:
-        epoch, stream, items, dropped_upto = hdr[3], hdr[5], hdr[6], hdr[7]
-        if self.role.role == JOINING or epoch < self.role.epoch:
+    def on_repl(self, origin: Origin, batch: ReplBatch) -> None:
+        if self.role.role == JOINING or origin.epoch < self.role.epoch:
             return  # refused (§7.3): unacknowledged, the primary will resend after our join
         if self.role.role == PRIMARY:
             return
-        self.receiver.on_batch(stream, items, dropped_upto, len(hdr) > 8 and hdr[8])
+        self.receiver.on_batch(batch.stream, batch.records, batch.dropped_upto, batch.urgent)
         if not self._ack_scheduled:  # one acknowledgement per burst, not per message
             self._ack_scheduled = True
             asyncio.get_running_loop().call_later(0.005, self._ack)
@@ -376,11 +341,11 @@ class Cluster(JoinProtocol):
     def _ack(self) -> None:
         self._ack_scheduled = False
         if self.role.role == SECONDARY:
-            self.send(peerlink.REPL_ACK, [self.receiver.stream, self.receiver.applied])
+            self.send(ReplAck(self.receiver.stream, self.receiver.applied))
 
-    def on_repl_ack(self, hdr: list[Any], body: bytes) -> None:
-        self.sender.on_ack(hdr[5], hdr[6])
-        self.gate.acked(hdr[3], hdr[5], hdr[6])
+    def on_repl_ack(self, origin: Origin, ack: ReplAck) -> None:
+        self.sender.on_ack(ack.stream, ack.applied)
+        self.gate.acked(origin.epoch, ack.stream, ack.applied)
 
     # --- status ----------------------------------------------------------------------------------------
     def peers_status(self) -> dict[str, float | None]:

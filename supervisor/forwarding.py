@@ -15,17 +15,16 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bigbunny import errors
 from bigbunny.errors import ApiError
-from bigbunny.supervisor import peerlink
+from bigbunny.supervisor.peer_messages import Message, Origin, RelayAnswer, RelayRequest
 from bigbunny.supervisor.requests import ApiRequest, pick_headers
 from bigbunny.supervisor.responses import Capture
 from bigbunny.supervisor.role import JOINING
 
 if TYPE_CHECKING:
-    from bigbunny.supervisor.cluster import Cluster
     from bigbunny.supervisor.node import Node
 
 log = logging.getLogger("bbd.relay")
@@ -34,12 +33,20 @@ PEER_SILENT_AFTER = 2.0
 FORWARDING_FAILED = ApiError(503, "forwarding failed", "LeaderChanged", 1)
 
 
+class PeerChannel(Protocol):
+    """What relaying needs of the cluster: when the peer was last heard from, and a way to send."""
+
+    peer_seen: float | None  # monotonic
+
+    def send(self, msg: Message) -> bool: ...
+
+
 class Forwarder:
-    def __init__(self, node: Node, cluster: Cluster) -> None:
+    def __init__(self, node: Node, peer: PeerChannel) -> None:
         self.node = node
-        self.cluster = cluster
+        self.peer = peer
         self.api: Any = None  # the node's StoreApi, set once it exists
-        self.pending: dict[int, asyncio.Future[list[Any]]] = {}
+        self.pending: dict[int, asyncio.Future[RelayAnswer]] = {}
         self._ids = itertools.count(1)
         self.relayed_out = 0
         self.relayed_in = 0
@@ -50,18 +57,17 @@ class Forwarder:
         to answer instead."""
         if req.relayed or req.no_forward:
             raise errors.NOT_PRIMARY_NO_FORWARD
-        cl = self.cluster
-        now = time.monotonic()
-        reachable = cl.peer_seen is not None and now - cl.peer_seen <= PEER_SILENT_AFTER
-        if cl.leader is None or cl.leader == self.node.cfg.host_id or not reachable:
-            raise errors.STORE_UNAVAILABLE if self.node.role.role == JOINING else errors.LEADER_UNKNOWN
+        seen, role = self.peer.peer_seen, self.node.role
+        reachable = seen is not None and time.monotonic() - seen <= PEER_SILENT_AFTER
+        if role.leader is None or role.leader == self.node.cfg.host_id or not reachable:
+            raise errors.STORE_UNAVAILABLE if role.role == JOINING else errors.LEADER_UNKNOWN
         body = req.body  # over the limit it was cut to limit + 1 bytes: the primary still answers 413
         corr = next(self._ids)
-        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[RelayAnswer] = asyncio.get_running_loop().create_future()
         self.pending[corr] = fut
         headers = [[k, v] for k, v in req.headers]
         try:
-            if not cl.send(peerlink.RELAY, [corr, req.method.decode("latin-1"), req.path, headers], body):
+            if not self.peer.send(RelayRequest(corr, req.method.decode("latin-1"), req.path, headers, body)):
                 raise FORWARDING_FAILED
             self.relayed_out += 1
             try:
@@ -70,14 +76,12 @@ class Forwarder:
                 raise FORWARDING_FAILED from None
         finally:
             self.pending.pop(corr, None)
-        status, rheaders, rbody = reply
-        return int(status), rheaders, rbody
+        return reply.status, reply.headers, reply.body
 
-    def on_relay_reply(self, hdr: list[Any], body: bytes) -> None:
-        corr, status, headers = hdr[5], hdr[6], hdr[7]
-        fut = self.pending.get(corr)
+    def on_relay_reply(self, origin: Origin, answer: RelayAnswer) -> None:
+        fut = self.pending.get(answer.corr)
         if fut is not None and not fut.done():
-            fut.set_result([status, headers, body])
+            fut.set_result(answer)
 
     def fail_all(self) -> None:
         for fut in self.pending.values():
@@ -85,10 +89,11 @@ class Forwarder:
                 fut.cancel()
 
     # --- primary side ----------------------------------------------------------------------------
-    def on_relay(self, hdr: list[Any], body: bytes) -> None:
-        corr, method, raw_path, headers = hdr[5], hdr[6], hdr[7], hdr[8]
+    def on_relay(self, origin: Origin, relay: RelayRequest) -> None:
         self.relayed_in += 1
-        asyncio.get_running_loop().create_task(self._serve(corr, method, raw_path, headers, body))
+        asyncio.get_running_loop().create_task(
+            self._serve(relay.corr, relay.method, relay.raw_path, relay.headers, relay.body)
+        )
 
     async def _serve(self, corr: int, method: str, raw_path: bytes, headers: list[list[bytes]], body: bytes) -> None:
         """Answer a relayed request through this node's own API handlers; the answer goes back once."""
@@ -98,7 +103,7 @@ class Forwarder:
             nonlocal sent
             if not sent:
                 sent = True
-                self.cluster.send(peerlink.RELAY_REPLY, [corr, status, [[k, v] for k, v in rheaders]], rbody)
+                self.peer.send(RelayAnswer(corr, status, [[k, v] for k, v in rheaders], rbody))
 
         out = Capture(deliver)
         raw = [(bytes(k), bytes(v)) for k, v in headers]

@@ -30,7 +30,7 @@ class Node:
     def __init__(self, cfg: Config, rundir: str) -> None:
         self.cfg = cfg
         self.started = time.monotonic()
-        self.role = RoleState(cfg.lock_timeout)
+        self.role = RoleState(cfg.lock_timeout, host_id=cfg.host_id)
         self.limiter = RateLimiter(cfg.rate_limit, cfg.burst_size)
         self.accounting = Accounting(cfg.shards, cfg.memory_limit, cfg.customer_memory_quota)
         self.tombstones = Tombstones(cfg.tombstone_customer_limit, cfg.tombstone_global_limit)

@@ -1,8 +1,9 @@
 """The inter-node link (SPEC §7.8): a ZeroMQ PUSH to the peer, our PULL bound on ``--tcp``.
 
-Each message is three frames ``[mac, header, body]``: ``header`` is a msgpack array
-``[type, sender_host_id, site, epoch, ts, *fields]`` and ``mac`` an HMAC-SHA256 over header and body
-keyed from the internal token, compared in constant time *before* the header is decoded. Outside
+Each message is three frames ``[mac, header, body]``: ``header`` and ``body`` are one message of
+``supervisor.peer_messages`` (which names every message and its fields) and ``mac`` an HMAC-SHA256
+over header and body keyed from the internal token, compared in constant time *before* the header
+is decoded; a header that does not unpack to a known message is dropped like a bad MAC. Outside
 ``--dev`` the sockets also use CURVE (encryption + authentication) with key pairs derived from the
 internal token, so a node with the wrong token can neither read nor inject traffic. An empty token
 (dev only) disables both and accepts everything.
@@ -20,25 +21,19 @@ import logging
 import time
 from collections.abc import Callable
 from hashlib import sha256
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-import msgpack
 import zmq
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from zmq.utils import z85  # a submodule: not loaded by ``import zmq``
 from zmq.utils.monitor import recv_monitor_message
 
+from bigbunny.supervisor.peer_messages import Malformed, Message, Origin, kind_of, pack, unpack
+
 log = logging.getLogger("bbd.link")
-
-# message types
-HB, HB_ACK, PROBE, PROBE_REPLY = "hb", "hb_ack", "probe", "probe_reply"
-REPL, REPL_ACK = "repl", "repl_ack"
-JOIN_REQ, JOIN_REFUSE, JOIN_CHUNK = "join_req", "join_refuse", "join_chunk"
-RELAY, RELAY_REPLY = "relay", "relay_reply"
-
-Handler = Callable[[list[Any], bytes], None]
-_UNPACK_OPTS: dict[str, Any] = {"raw": False, "use_list": True, "max_bin_len": 64 << 20, "max_str_len": 1 << 20}
+M = TypeVar("M", bound=Message)
+Handler = Callable[[Origin, Any], None]
 
 
 def _derive(token: str, label: bytes) -> bytes:
@@ -80,7 +75,8 @@ class PeerLink:
         self.token = token
         self.mac_key = _derive(token, b"mac") if token else b""
         self.curve = bool(token) and not dev
-        self.handlers: dict[str, Handler] = {}
+        self.handlers: dict[type[Any], Handler] = {}
+        self.on_link_down: Callable[[], None] | None = None  # our PUSH's connection closed
         self.ctx = zmq.Context(1)
         self.pull: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
@@ -88,9 +84,9 @@ class PeerLink:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.dropped_bad_mac = 0
         self.sent = 0
-        self._packb = msgpack.Packer(use_bin_type=True).pack
 
-    def on(self, kind: str, handler: Handler) -> None:
+    def on(self, kind: type[M], handler: Callable[[Origin, M], None]) -> None:
+        """Call ``handler(origin, message)`` for every authenticated message of type ``kind``."""
         self.handlers[kind] = handler
 
     def start(self) -> None:
@@ -133,11 +129,12 @@ class PeerLink:
         self.loop.call_soon(self._drain)
 
     # --- sending -------------------------------------------------------------------------------
-    def send(self, kind: str, epoch: int, fields: list[Any], body: bytes = b"") -> bool:
-        """Send one message; False if the peer is not connected (nothing is queued for later)."""
+    def send(self, epoch: int, msg: Message) -> bool:
+        """Send one message stamped with ``epoch``; False if the peer is not connected (nothing is
+        queued for later)."""
         if self.push is None:
             return False
-        header = self._packb([kind, self.host_id, self.site, epoch, time.time(), *fields])
+        header, body = pack(Origin(self.host_id, self.site, epoch, time.time()), msg)
         mac = hmac.new(self.mac_key, header + body, sha256).digest() if self.mac_key else b""
         try:
             self.push.send_multipart([mac, header, body], zmq.NOBLOCK, copy=True)
@@ -175,16 +172,18 @@ class PeerLink:
                 self._reject("bad MAC (wrong internal token?)")
                 return
         try:
-            hdr = msgpack.unpackb(header, **_UNPACK_OPTS)
-            kind = hdr[0]
-            handler = self.handlers[kind]
-        except Exception:  # noqa: BLE001 - peer input: any decoding problem is a rejected message
-            self._reject("undecodable header")
+            origin, msg = unpack(header, body)
+        except Malformed as e:
+            self._reject(str(e))
+            return
+        handler = self.handlers.get(type(msg))
+        if handler is None:
+            self._reject(f"no handler for {kind_of(msg)}")
             return
         try:
-            handler(hdr, body)
+            handler(origin, msg)
         except Exception:  # a handler bug must not kill the link reader
-            log.exception("handling %r from peer failed", kind)
+            log.exception("handling %r from peer failed", kind_of(msg))
 
     def _reject(self, why: str) -> None:
         self.dropped_bad_mac += 1
@@ -202,13 +201,12 @@ class PeerLink:
                 return
             except zmq.ZMQError:
                 return
-            kind = "up" if event["event"] == zmq.EVENT_CONNECTED else "down"
-            handler = self.handlers.get("link_" + kind)
-            if handler is not None:
+            handler = self.on_link_down
+            if event["event"] != zmq.EVENT_CONNECTED and handler is not None:
                 try:
-                    handler([], b"")
+                    handler()
                 except Exception:  # a handler bug must not kill the monitor reader
-                    log.exception("link %s handler failed", kind)
+                    log.exception("link down handler failed")
 
     def close(self) -> None:
         if self.loop is not None and self.pull is not None:

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from bigbunny import records, wire
 from bigbunny.records import DeleteRecord, PutRecord, RegistryDelete, RegistryPut
-from bigbunny.supervisor import peerlink
 from bigbunny.supervisor.channel import ShardDown
+from bigbunny.supervisor.peer_messages import Message, ReplBatch
 
 if TYPE_CHECKING:
     from bigbunny.supervisor.node import Node
@@ -55,7 +55,7 @@ WINDOW_REGISTRY = 10_000
 
 
 class Sender:
-    def __init__(self, node: Node, send: Callable[[str, int, list[Any]], bool]) -> None:
+    def __init__(self, node: Node, send: Callable[[int, Message], bool]) -> None:
         self.node = node
         self.send = send
         self.stream = ""
@@ -178,7 +178,7 @@ class Sender:
 
     def _send_batch(self, batch: list[list[Any]]) -> None:
         urgent = self.urgent_until > 0.0 and perf_counter() < self.urgent_until
-        ok = self.send(peerlink.REPL, self.node.role.epoch, [self.stream, batch, self.dropped_upto, urgent])
+        ok = self.send(self.node.role.epoch, ReplBatch(self.stream, batch, self.dropped_upto, urgent))
         if not ok or not self.link_alive():
             self._failed()
 

@@ -27,15 +27,16 @@ import logging
 import time
 from collections import deque
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bigbunny import errors
+from bigbunny.supervisor.replication import Sender
 from bigbunny.supervisor.requests import ApiRequest, Responder
 from bigbunny.supervisor.responses import DEGRADED, NOT_REPLICATED
-from bigbunny.supervisor.role import PRIMARY
+from bigbunny.supervisor.role import PRIMARY, PeerAnswer
 
 if TYPE_CHECKING:
-    from bigbunny.supervisor.cluster import Cluster
+    from bigbunny.supervisor.node import Node
 
 log = logging.getLogger("bbd.cluster")
 LEAD_LEASE = 2.0  # no peer contact (or loop tick) for longer: the lead must be re-confirmed
@@ -45,8 +46,20 @@ REFRESH_BEFORE = 0.5  # a lone primary re-confirms this long before its confirma
 INF = float("inf")
 
 
+class Leadership(Protocol):
+    """What the gate needs of the cluster: the node, its replication sender, a probe of the peer and
+    the step-down to perform when the answer shows that the peer leads."""
+
+    node: Node
+    sender: Sender
+
+    async def probe(self, timeout: float) -> PeerAnswer | None: ...
+
+    def lost_lead(self, sender: str, epoch: int) -> None: ...
+
+
 class WriteGate:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Leadership) -> None:
         self.cluster = cluster
         self.node = cluster.node
         cfg = self.node.cfg
@@ -156,13 +169,9 @@ class WriteGate:
                     return False  # a heartbeat from a newer leader came meanwhile
                 if reply is None and perf_counter() - start > LEAD_PROBE + STALL_SLACK:
                     continue  # we stalled during the probe: its silence proves nothing
-                if reply is not None:
-                    sender, epoch, their_role = reply[1], reply[3], reply[5]
-                    if epoch > role.epoch or (
-                        epoch == role.epoch and their_role == PRIMARY and self.node.cfg.host_id > sender
-                    ):
-                        cl.lost_lead(sender, epoch)
-                        return False
+                if reply is not None and role.yields_to(reply.sender, reply.epoch, reply.role):
+                    cl.lost_lead(reply.sender, reply.epoch)
+                    return False
                 now = perf_counter()
                 self.confirmed = self.tick_at = now
                 self._stalled = False

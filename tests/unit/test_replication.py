@@ -85,8 +85,8 @@ def test_receiver_rejoins_on_dropped_records_or_unknown_stream(monkeypatch: pyte
 def test_sender_counts_an_unacknowledged_record_as_failed_while_heartbeats_flow(clock: Clock) -> None:
     sent: list[list[Any]] = []
 
-    def send(kind: str, epoch: int, fields: list[Any]) -> bool:
-        sent.append(fields)
+    def send(epoch: int, batch: Any) -> bool:
+        sent.append(batch)
         return True
 
     async def run() -> None:
@@ -119,7 +119,7 @@ def test_sender_overflow_announces_the_dropped_records(monkeypatch: pytest.Monke
     monkeypatch.setattr(replication, "WINDOW_STORE", 2)
 
     async def run() -> None:
-        s = Sender(fake_node(), lambda kind, epoch, fields: sent.append(fields) or True)
+        s = Sender(fake_node(), lambda epoch, batch: sent.append(batch) or True)
         s.reset("n1:1")
         for i in range(3):
             s.enqueue(["C", i])
@@ -168,7 +168,7 @@ def test_gathering_adapts_to_load(clock: Clock, monkeypatch: pytest.MonkeyPatch)
 
     async def run() -> None:
         sent: list[int] = []
-        s = Sender(fake_node(), lambda kind, epoch, fields: sent.append(len(fields[1])) or True)
+        s = Sender(fake_node(), lambda epoch, batch: sent.append(len(batch.records)) or True)
         s.reset("n1:1")
         waits: list[float] = []
         loop = asyncio.get_running_loop()

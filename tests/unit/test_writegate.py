@@ -19,7 +19,7 @@ import pytest
 from bigbunny import errors
 from bigbunny.supervisor import writegate
 from bigbunny.supervisor.responses import DEGRADED, NOT_REPLICATED
-from bigbunny.supervisor.role import JOINING, PRIMARY, SECONDARY, RoleState
+from bigbunny.supervisor.role import JOINING, PRIMARY, SECONDARY, PeerAnswer, RoleState
 from bigbunny.supervisor.writegate import LEAD_LEASE, HeldAnswer, WriteGate
 
 
@@ -28,15 +28,15 @@ class FakeCluster:
 
     def __init__(self, host_id: str = "node1", max_lag: float = 0.0, wait: float = 0.2) -> None:
         cfg = SimpleNamespace(host_id=host_id, min_replicas_max_lag=max_lag, replica_wait_timeout=wait)
-        self.node = SimpleNamespace(cfg=cfg, role=RoleState(0.5), lead_until=0.0, write_until=0.0)
-        self.node.role.role, self.node.role.epoch = PRIMARY, 3
+        self.node = SimpleNamespace(cfg=cfg, role=RoleState(0.5, host_id=host_id), lead_until=0.0, write_until=0.0)
+        self.node.role.start_primary(peer_epoch=2)  # PRIMARY at epoch 3
         self.sender = SimpleNamespace(stream="node1:3", seq=0, acked=0, window=deque(), urgent_until=0.0)
-        self.replies: list[tuple[float, list[Any] | None]] = []  # (delay, reply) per probe
+        self.replies: list[tuple[float, PeerAnswer | None]] = []  # (delay, reply) per probe
         self.probes = 0
         self.lost: list[tuple[str, int]] = []
         self.gate = WriteGate(self)  # type: ignore[arg-type]
 
-    async def probe(self, timeout: float) -> list[Any] | None:
+    async def probe(self, timeout: float) -> PeerAnswer | None:
         self.probes += 1
         delay, reply = self.replies.pop(0)
         await asyncio.sleep(delay)
@@ -44,12 +44,12 @@ class FakeCluster:
 
     def lost_lead(self, sender: str, epoch: int) -> None:
         self.lost.append((sender, epoch))
-        self.node.role.role, self.node.role.epoch = JOINING, epoch
+        self.node.role.follow(sender, epoch)
         self.gate.stepped_down()
 
 
-def answer(sender: str, epoch: int, role: str) -> list[Any]:
-    return ["probe_reply", sender, "local", epoch, 0.0, role]
+def answer(sender: str, epoch: int, role: str) -> PeerAnswer:
+    return PeerAnswer(sender, epoch, role)
 
 
 def run(coro: Any) -> Any:
@@ -66,7 +66,7 @@ def run(coro: Any) -> Any:
         (answer("node2", 4, JOINING), False),  # any higher epoch fences us
     ],
 )
-def test_lead_check_follows_the_peers_answer(reply: list[Any] | None, leads: bool) -> None:
+def test_lead_check_follows_the_peers_answer(reply: PeerAnswer | None, leads: bool) -> None:
     async def go() -> None:
         cl = FakeCluster()
         cl.replies = [(0.0, reply)]
@@ -229,10 +229,11 @@ def test_ticks_on_other_roles_keep_the_stall_clock() -> None:
     async def go() -> None:
         cl = FakeCluster()
         gate, role = cl.gate, cl.node.role
-        role.role = SECONDARY
+        role.step_down("test")
+        role.joined("node2", role.epoch)  # SECONDARY
         gate._last_tick = perf_counter() - 30  # start-up long ago
         gate.tick()
-        role.role = PRIMARY
+        role.promote("test")
         gate.became_primary(initial=False)
         gate.tick()
         assert not gate._stalled and gate._check is None
