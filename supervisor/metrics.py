@@ -139,7 +139,7 @@ class NodeCollector:
             snd = cl.sender
             q.add_metric(["store"], snd.store_pending)
             q.add_metric(["registry"], snd.registry_pending)
-            lag.add_metric([], (time.time() - snd.window[0][2]) if snd.window else 0.0)
+            lag.add_metric([], snd.oldest_pending_age() or 0.0)
             fails.add_metric([], snd.fail_count)
             dropped.add_metric([], snd.dropped)
             for pid, seen in cl.peers_status().items():

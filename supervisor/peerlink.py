@@ -29,9 +29,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from zmq.utils import z85  # a submodule: not loaded by ``import zmq``
 from zmq.utils.monitor import recv_monitor_message
 
+from bigbunny.logs import Throttle
 from bigbunny.supervisor.peer_messages import Malformed, Message, Origin, kind_of, pack, unpack
 
 log = logging.getLogger("bbd.link")
+_reject_log = Throttle(log)  # a flood of bad messages cannot fill the disk
 M = TypeVar("M", bound=Message)
 Handler = Callable[[Origin, Any], None]
 
@@ -187,8 +189,13 @@ class PeerLink:
 
     def _reject(self, why: str) -> None:
         self.dropped_bad_mac += 1
-        if self.dropped_bad_mac <= 10 or self.dropped_bad_mac % 1000 == 0:  # rate-limited: a flood can't fill the disk
-            log.warning("dropped a message from the peer link: %s (%d so far)", why, self.dropped_bad_mac)
+        _reject_log.log(
+            logging.WARNING,
+            "dropped from the peer link",
+            "dropped a message from the peer link: %s (%d so far)",
+            why,
+            self.dropped_bad_mac,
+        )
 
     def _drain_monitor(self) -> None:
         mon = self.monitor

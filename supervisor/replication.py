@@ -34,6 +34,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from bigbunny import records, wire
+from bigbunny.logs import Throttle
 from bigbunny.records import DeleteRecord, PutRecord, RegistryDelete, RegistryPut
 from bigbunny.supervisor.channel import ShardDown
 from bigbunny.supervisor.peer_messages import Message, ReplBatch
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from bigbunny.supervisor.node import Node
 
 log = logging.getLogger("bbd.repl")
+_drop_log = Throttle(log)  # an overflowing window drops records by the thousand: a few lines, then a count
 RESEND_AFTER = 0.5
 # Gathering (see gather_interval): at most one message per FLUSH_DELAY; once a message carries
 # BUSY_BATCH records or more, the primary is under sustained write load and gathers for GATHER_BUSY.
@@ -98,6 +100,10 @@ class Sender:
         self.fail_count += 1
         self.last_fail = time.monotonic()
 
+    def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest unacknowledged record was queued; None when nothing is pending."""
+        return time.time() - self.window[0][2] if self.window else None
+
     # --- enqueue / send ------------------------------------------------------------------------
     def enqueue(self, record: Sequence[Any], registry: bool = False) -> None:
         if not self.stream:
@@ -134,10 +140,12 @@ class Sender:
                 else:
                     self.store_pending -= 1
                 self.dropped += 1
-                if self.dropped <= 10 or self.dropped % 1000 == 0:
-                    log.error(
-                        "replication window full: dropped a record (%d so far); the peer will re-join", self.dropped
-                    )
+                _drop_log.log(
+                    logging.ERROR,
+                    "replication window full",
+                    "replication window full: dropped a record (%d so far); the peer will re-join",
+                    self.dropped,
+                )
                 return
 
     def flush(self) -> None:

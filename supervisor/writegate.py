@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -125,10 +124,8 @@ class WriteGate:
 
     def _lag_basis(self) -> float:
         """perf_counter time the lag is measured from (older of last ack and oldest pending record)."""
-        w = self.cluster.sender.window
-        if not w:
-            return self.repl_ack
-        return min(self.repl_ack, perf_counter() - (time.time() - w[0][2]))
+        age = self.cluster.sender.oldest_pending_age()
+        return self.repl_ack if age is None else min(self.repl_ack, perf_counter() - age)
 
     def lag_ms(self) -> int | None:
         """Replication lag for ``/status`` (None: not primary, or never acknowledged on this stream)."""

@@ -31,6 +31,7 @@ class FakeCluster:
         self.node = SimpleNamespace(cfg=cfg, role=RoleState(0.5, host_id=host_id), lead_until=0.0, write_until=0.0)
         self.node.role.start_primary(peer_epoch=2)  # PRIMARY at epoch 3
         self.sender = SimpleNamespace(stream="node1:3", seq=0, acked=0, window=deque(), urgent_until=0.0)
+        self.sender.oldest_pending_age = lambda: None  # nothing pending: the lag is the age of the last ack
         self.replies: list[tuple[float, PeerAnswer | None]] = []  # (delay, reply) per probe
         self.probes = 0
         self.lost: list[tuple[str, int]] = []
