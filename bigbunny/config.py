@@ -49,7 +49,7 @@ MAX_REPLICA_WAIT = 4.0  # a write relayed by the secondary must be answered befo
 
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 LOG_FORMATS = ("text", "json")
-MAX_TTL = 9_223_372_036  # the largest TTL a request may carry (supervisor.requests.MAX_TTL)
+MAX_TTL = 9_223_372_036  # the largest TTL a request may carry (supervisor.front.requests.MAX_TTL)
 
 
 class ConfigError(Exception):

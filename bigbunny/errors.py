@@ -2,7 +2,7 @@
 
 An :class:`ApiError` carries everything the HTTP layer needs (status, one-line message, optional
 ``BigBunny-Error-Code``, optional ``Retry-After``); it is turned into a response in exactly one place
-(``supervisor.responses``). Shards raise the same errors; they cross the ZeroMQ hop as the index of
+(``supervisor.front.responses``). Shards raise the same errors; they cross the ZeroMQ hop as the index of
 the error in :data:`ERRORS` (see ``bigbunny.wire``), so no message text travels per request.
 """
 

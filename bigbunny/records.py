@@ -3,7 +3,7 @@
 A *store record* is built by the shard that made the change (``wire.Reply.record``), kept by the
 primary's supervisor in its replication window, sent over the peer link, and handed by the secondary's
 supervisor to the owning shard (``OP_APPLY``). A *registry record* is built and applied by supervisors
-(``supervisor.registry``). Each travels as the msgpack array of its fields, in the order below (a
+(``supervisor.state.registry``). Each travels as the msgpack array of its fields, in the order below (a
 ``NamedTuple`` packs as exactly that array); the first field is its kind:
 
 ======  ================  =============================================================================

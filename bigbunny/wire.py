@@ -21,7 +21,7 @@ by unpacking (``rid, err, a, b, record = fields``; the shard passes a request's 
 handler's parameters of the same names). Building a NamedTuple costs ~150 ns per message here, four
 times per request (measured at 0.35 µs per request in the supervisor and 0.45 µs in a shard, and a
 few per cent of the node's throughput); unpacking into names costs less than the index reads it
-replaces. ``tests/unit/test_wire.py`` pins the field order those loops rely on.
+replaces. ``tests/unit/bigbunny/test_wire.py`` pins the field order those loops rely on.
 
 ==========  =====================================================================================
 message     fields, in wire order
@@ -91,7 +91,7 @@ class Request(NamedTuple):
     * ``flags``    ``F_*`` bits: supervisor state the shard applies at its step of the check order
     * ``lock``     lock ID for complete/cancel-modify; the minted ID's shard_id for create; else None
     * ``allow``    None (no memory limit configured) or ``[customer_bytes, global_bytes]``: growth the
-                   supervisor has reserved for this request (see ``supervisor.accounting``)
+                   supervisor has reserved for this request (see ``supervisor.state.accounting``)
     * ``extra``    op-specific value (pending name for create, records for apply, etc.)
 
     The body (the HTTP request body, raw) travels beside the header, not in it.

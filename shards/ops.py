@@ -143,7 +143,7 @@ class ShardOps:
     ) -> Outcome:
         """``sid, customer, ttl, flags, lock=shard_id, allow, extra=pending_name`` → a = growth; body = the ID.
 
-        The supervisor minted ``sid`` for ``customer`` (``supervisor.minting``); an ID that does not hash
+        The supervisor minted ``sid`` for ``customer`` (``supervisor.state.minting``); an ID that does not hash
         to this shard is refused, so a routing bug can never store what lookups would not find."""
         counter = counterjson.parse_counter_spec(body, bool(flags & wire.F_NAMED), bool(flags & wire.F_JSON))
         if not sid or shard_of(sid, self.shards) != self.index:

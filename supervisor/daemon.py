@@ -20,7 +20,7 @@ from bigbunny.configfile import ConfigFile, FileValues, layer
 from bigbunny.logs import setup_logging
 from bigbunny.supervisor.flags import PARAMS
 from bigbunny.supervisor.lifecycle import run
-from bigbunny.supervisor.reload import Reloader
+from bigbunny.supervisor.state.reload import Reloader
 
 
 def _run_daemon(**opts: Any) -> None:

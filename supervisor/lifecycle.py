@@ -3,7 +3,7 @@
 start: bind the sockets (the data socket, refusing a live daemon's; the admin socket; the metrics port)
 → private 0700 runtime dir for ipc endpoints → spawn shards (requests queue until they bind) → serve
 HTTP, one uvicorn server per socket. Signals only set a flag; the main coroutine acts. SIGHUP re-reads
-the ``--config`` file in a task (``supervisor.reload``) and never stops the daemon.
+the ``--config`` file in a task (``supervisor.state.reload``) and never stops the daemon.
 Shutdown (SIGTERM/SIGINT), total ≤ 10 s:
 1. stop accepting and drain in-flight requests (uvicorn graceful shutdown, ≤ 5 s);
 2. stop the shards (SIGTERM, ≤ 3 s, then SIGKILL — a hung or stopped shard included) and reap them;
@@ -28,15 +28,15 @@ import zmq
 
 from bigbunny.config import Config
 from bigbunny.logs import setup_logging
-from bigbunny.supervisor.admin import App
-from bigbunny.supervisor.cluster import Cluster
-from bigbunny.supervisor.gc import Collector
-from bigbunny.supervisor.httpserver import HttpLimits, make_server
-from bigbunny.supervisor.listeners import Listener, close_listeners, open_listeners
-from bigbunny.supervisor.node import Node
-from bigbunny.supervisor.reload import Reloader
+from bigbunny.supervisor.cluster.coordinator import Cluster
+from bigbunny.supervisor.expiry import Collector
+from bigbunny.supervisor.front.admin import App
+from bigbunny.supervisor.front.listeners import Listener, close_listeners, open_listeners
+from bigbunny.supervisor.front.server import HttpLimits, make_server
+from bigbunny.supervisor.front.uds import BindError
 from bigbunny.supervisor.sdnotify import Notifier
-from bigbunny.supervisor.uds import BindError
+from bigbunny.supervisor.state.node import Node
+from bigbunny.supervisor.state.reload import Reloader
 
 log = logging.getLogger("bbd.supervisor")
 DRAIN_TIMEOUT = 5.0

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ import psutil
 
 from bigbunny.client import BBClient, Response
 
+REPO = Path(__file__).resolve().parents[1]  # the repository's root
 SID_RE = re.compile(r"v1:0:[A-Za-z0-9_-]{59}")
 T0 = 1_000_000.0
 

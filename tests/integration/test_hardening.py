@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 
 from bigbunny.client import BBClient
 from bigbunny.config import build_config
-from bigbunny.supervisor.admin import App
-from bigbunny.supervisor.node import Node
+from bigbunny.supervisor.front.admin import App
+from bigbunny.supervisor.state.node import Node
 
 KEEPER = "keeper"
 

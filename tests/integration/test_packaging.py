@@ -32,7 +32,7 @@ def test_wheel_installs_beside_the_supervisor_distribution(tmp_path: Path) -> No
     _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, src)
     [wheel] = wheels.glob("bigbunny-*.whl")
     names = _run(sys.executable, "-m", "zipfile", "-l", wheel)
-    assert "bigbunny/supervisor/api.py" in names and "bigbunny/shards/worker.py" in names
+    assert "bigbunny/supervisor/front/api.py" in names and "bigbunny/shards/worker.py" in names
     assert not any(line.startswith(("supervisor/", "shards/")) for line in names.splitlines())
 
     env = tmp_path / "venv"

@@ -1,0 +1,2 @@
+"""The pair: the peer link and its messages, heartbeats and elections (``coordinator``), replication,
+join, forwarding and the write gate."""
