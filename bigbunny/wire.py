@@ -38,7 +38,7 @@ types of :mod:`bigbunny.records`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypedDict, TypeVar
 
 import msgpack
 
@@ -78,6 +78,21 @@ F_BAD_TTL = 128  # TTL header out of range: fail with 400 invalid TTL at the TTL
 F_TTL_TOO_LONG = 256  # TTL header above --max-ttl: fail with 400 TTLTooLong at the TTL step
 
 OK = -1  # Reply.err on success
+
+
+class RequestArgs(TypedDict, total=False):
+    """A ``Request``'s fields after ``op``, and its body, as the keyword arguments of the awaitable calls
+    that build one (``ShardChannel.call``, ``StoreApi.call``); each left out takes its default: ``""``,
+    ``""``, None, 0, None, None, None, ``b""``."""
+
+    sid: str
+    customer: str
+    ttl: int | None
+    flags: int
+    lock: str | None
+    allow: Any
+    extra: Any
+    body: bytes
 
 
 class Request(NamedTuple):

@@ -66,7 +66,7 @@ class Collector:
     async def _call(self, shard: int, op: int, sid: str = "", extra: object = None) -> Any:
         """The reply's payload (its msgpack shape depends on ``op``), or None if the shard failed it."""
         try:
-            res = await self.node.channels[shard].call(op, sid, "", None, 0, None, None, extra)
+            res = await self.node.channels[shard].call(op, sid=sid, extra=extra)
         except ShardDown:
             return None
         return res.a if res.err == wire.OK else None

@@ -117,7 +117,7 @@ def build_admin(node: Node, surface: Surface = EVERYTHING, reloader: Reloader | 
         raw = request.scope["raw_path"].split(b"/", 3)[3]
         sid = decode_segment(raw)
         try:
-            res = await node.channels[node.shard_for(sid)].call(wire.OP_RELEASE_LOCK, sid)
+            res = await node.channels[node.shard_for(sid)].call(wire.OP_RELEASE_LOCK, sid=sid)
         except ShardDown:
             return _error(errors.SHARD_UNAVAILABLE)
         if res.err != wire.OK:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from time import perf_counter
-from typing import Any
+from typing import Any, Unpack
 
 from bigbunny import errors, wire
 from bigbunny.errors import ApiError
@@ -49,6 +49,7 @@ from bigbunny.supervisor.front.responses import (
 from bigbunny.supervisor.pool.channel import DOWN, Result, ShardDown
 from bigbunny.supervisor.state.node import Node
 from bigbunny.supervisor.state.role import JOINING, PRIMARY
+from bigbunny.wire import RequestArgs
 
 # A store endpoint's continuation: (api, request, customer, shard, state, a, b, reply body).
 Done = Callable[["StoreApi", ApiRequest, str, int, Any, Any, Any, bytes], None]
@@ -274,24 +275,13 @@ class StoreApi:
             )
         return e
 
-    async def call(
-        self,
-        shard: int,
-        op: int,
-        sid: str,
-        customer: str,
-        ttl: Any = None,
-        flags: int = 0,
-        lock: str | None = None,
-        allow: Any = None,
-        extra: Any = None,
-        body: bytes = b"",
-    ) -> Result:
+    async def call(self, shard: int, op: int, **args: Unpack[RequestArgs]) -> Result:
         """``submit`` for the multi-step endpoints: awaits the reply, raises its error."""
         node = self.node
+        customer, allow = args.get("customer", ""), args.get("allow")
         node.inflight_calls += 1
         try:
-            res = await node.channels[shard].call(op, sid, customer, ttl, flags, lock, allow, extra, body)
+            res = await node.channels[shard].call(op, **args)
         finally:
             node.inflight_calls -= 1
             if allow is not None:

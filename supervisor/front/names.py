@@ -8,7 +8,7 @@ entry is re-read, because another request may have changed it meanwhile.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Protocol, Unpack
 
 from bigbunny import errors, wire
 from bigbunny.limits import STORE_OVERHEAD
@@ -26,6 +26,7 @@ from bigbunny.supervisor.state.registry import (
     entry_record,
     valid_name,
 )
+from bigbunny.wire import RequestArgs
 
 
 class StoreCalls(Protocol):
@@ -34,19 +35,7 @@ class StoreCalls(Protocol):
 
     node: Node
 
-    async def call(
-        self,
-        shard: int,
-        op: int,
-        sid: str,
-        customer: str,
-        ttl: Any = None,
-        flags: int = 0,
-        lock: str | None = None,
-        allow: Any = None,
-        extra: Any = None,
-        body: bytes = b"",
-    ) -> Result: ...
+    async def call(self, shard: int, op: int, **args: Unpack[RequestArgs]) -> Result: ...
 
     def create_ttl(self, raw: bytes | None) -> int | None: ...
 
@@ -77,13 +66,13 @@ class NamesApi:
         self.node = api.node
 
     async def _alive(self, sid: str) -> bool:
-        res = await self.api.call(self.node.shard_for(sid), wire.OP_ALIVE, sid, "")
+        res = await self.api.call(self.node.shard_for(sid), wire.OP_ALIVE, sid=sid)
         return bool(res.a)  # a = alive
 
     async def _force_delete(self, sid: str, customer: str) -> None:
         """Remove a store by ID without a customer check, tombstoning it (no limit)."""
         shard = self.node.shard_for(sid)
-        res = await self.api.call(shard, wire.OP_FORCE_DELETE, sid, "")
+        res = await self.api.call(shard, wire.OP_FORCE_DELETE, sid=sid)
         if res.a is not None:  # a = [customer, growth]
             owner, growth = res.a
             self.node.accounting.apply(shard, owner, growth)
@@ -122,7 +111,18 @@ class NamesApi:
         new_sid, shard_id, shard = self.node.minter.mint(customer)
         allow = self.node.accounting.reserve(customer, len(body) + STORE_OVERHEAD)
         try:
-            res = await self.api.call(shard, wire.OP_CREATE, new_sid, customer, ttl, flags, shard_id, allow, name, body)
+            res = await self.api.call(
+                shard,
+                wire.OP_CREATE,
+                sid=new_sid,
+                customer=customer,
+                ttl=ttl,
+                flags=flags,
+                lock=shard_id,
+                allow=allow,
+                extra=name,
+                body=body,
+            )
         except BaseException:
             self._remove(entry)  # abort the reservation
             raise
@@ -132,7 +132,7 @@ class NamesApi:
             await self._force_delete(sid, customer)
             raise errors.NAME_CREATING  # another request took the name over meanwhile
         self._put(entry)
-        await self.api.call(shard, wire.OP_CLEAR_PENDING, sid, "")
+        await self.api.call(shard, wire.OP_CLEAR_PENDING, sid=sid)
         warn = await self.api.settled(req, warn)
         return self.api.ok(req, res.body, TEXT, warn)
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, Unpack
 
 import zmq
 
 from bigbunny import errors, wire
+from bigbunny.wire import RequestArgs
 
 log = logging.getLogger("bbd.channel")
 _Reply = wire.Reply
@@ -123,21 +124,10 @@ class ShardChannel:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
-    def call(
-        self,
-        op: int,
-        sid: str = "",
-        customer: str = "",
-        ttl: int | None = None,
-        flags: int = 0,
-        lock: str | None = None,
-        allow: Any = None,
-        extra: Any = None,
-        body: bytes = b"",
-    ) -> asyncio.Future[Result]:
+    def call(self, op: int, **args: Unpack[RequestArgs]) -> asyncio.Future[Result]:
         """``submit`` as a future resolving to ``(err, a, b, body, record)``; fails with ``ShardDown``."""
         fut = self.loop.create_future()
-        self.submit(_FutureWaiter(fut), op, sid, customer, ttl, flags, lock, allow, extra, body)
+        self.submit(_FutureWaiter(fut), op, **args)
         return fut
 
     def _flush(self) -> None:
