@@ -127,7 +127,7 @@ class ShardOps:
         if shard_of(sid, self.shards) != self.index:
             raise errors.INVALID_STORE_ID
         try:
-            shard_id = self.codec.open(sid, customer)[0]
+            shard_id = self.codec.open(sid, customer).shard_id
         except StoreIdError:
             raise errors.INVALID_STORE_ID from None
         self.engine.mark_verified(sid, customer)

@@ -15,12 +15,12 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bigbunny import errors
 from bigbunny.errors import ApiError
 from bigbunny.supervisor.cluster.messages import Message, Origin, RelayAnswer, RelayRequest
-from bigbunny.supervisor.front.requests import ApiRequest, pick_headers
+from bigbunny.supervisor.front.requests import ApiHandler, ApiRequest, pick_headers
 from bigbunny.supervisor.front.responses import Capture
 from bigbunny.supervisor.state.role import JOINING
 
@@ -45,16 +45,15 @@ class Forwarder:
     def __init__(self, node: Node, peer: PeerChannel) -> None:
         self.node = node
         self.peer = peer
-        self.api: Any = None  # the node's StoreApi, set once it exists
+        self.api: ApiHandler | None = None  # the node's StoreApi, set once it exists
         self.pending: dict[int, asyncio.Future[RelayAnswer]] = {}
         self._ids = itertools.count(1)
         self.relayed_out = 0
         self.relayed_in = 0
 
     # --- non-primary side ------------------------------------------------------------------------
-    async def forward(self, req: ApiRequest) -> tuple[int, list[Any], bytes]:
-        """Relay one request; returns the primary's ``(status, headers, body)`` or raises the ApiError
-        to answer instead."""
+    async def forward(self, req: ApiRequest) -> RelayAnswer:
+        """Relay one request; returns the primary's answer or raises the ApiError to answer instead."""
         if req.relayed or req.no_forward:
             raise errors.NOT_PRIMARY_NO_FORWARD
         seen, role = self.peer.peer_seen, self.node.role
@@ -76,7 +75,7 @@ class Forwarder:
                 raise FORWARDING_FAILED from None
         finally:
             self.pending.pop(corr, None)
-        return reply.status, reply.headers, reply.body
+        return reply
 
     def on_relay_reply(self, origin: Origin, answer: RelayAnswer) -> None:
         fut = self.pending.get(answer.corr)
@@ -122,6 +121,8 @@ class Forwarder:
             out.error(req, errors.PAGE_NOT_FOUND)
             return
         try:
+            if self.api is None:
+                raise RuntimeError("relay before the API is wired")  # start-up only: answered as below
             self.api.handle(req)
         except Exception:  # noqa: BLE001 - a relayed request must always get an answer
             log.exception("relayed request failed")

@@ -23,7 +23,7 @@ from bigbunny.errors import ApiError
 from bigbunny.supervisor.front import metrics, status
 from bigbunny.supervisor.front.api import StoreApi
 from bigbunny.supervisor.front.listeners import EVERYTHING, Surface
-from bigbunny.supervisor.front.requests import ApiRequest, decode_segment
+from bigbunny.supervisor.front.requests import ApiHandler, ApiRequest, decode_segment
 from bigbunny.supervisor.front.responses import error_parts
 from bigbunny.supervisor.pool.channel import ShardDown
 from bigbunny.supervisor.state.node import Node
@@ -199,10 +199,10 @@ class App:
     share one ``StoreApi`` (pass ``api``)."""
 
     def __init__(
-        self, node: Node, surface: Surface = EVERYTHING, api: Any = None, reloader: Reloader | None = None
+        self, node: Node, surface: Surface = EVERYTHING, api: StoreApi | None = None, reloader: Reloader | None = None
     ) -> None:
         self.surface = surface
-        self.api: Any = (api or StoreApi(node)) if surface.api else NoApi()
+        self.api: ApiHandler = (api or StoreApi(node)) if surface.api else NoApi()
         self.admin = build_admin(node, surface, reloader)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

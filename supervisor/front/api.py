@@ -208,8 +208,8 @@ class StoreApi:
             self.error(req, errors.INTERNAL)
 
     async def _forward(self, req: ApiRequest) -> None:
-        status, headers, body = await self.node.cluster.forwarder.forward(req)
-        self.raw(req, status, headers, body)
+        answer = await self.node.cluster.forwarder.forward(req)
+        self.raw(req, answer.status, answer.headers, answer.body)
 
     # --- answers (each counted for /metrics) -----------------------------------------------
     def ok(self, req: ApiRequest, body: bytes, ctype: bytes, extra: bytes = b"") -> None:

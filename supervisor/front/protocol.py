@@ -39,7 +39,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
 from bigbunny.errors import ApiError
-from bigbunny.supervisor.front.requests import WANTED, ApiRequest
+from bigbunny.supervisor.front.requests import WANTED, ApiHandler, ApiRequest
 from bigbunny.supervisor.front.responses import CLOSE, OK_TEMPLATE, clock, render_error, render_raw
 
 log = logging.getLogger("bbd.http")
@@ -136,7 +136,7 @@ class HttpProtocol(asyncio.Protocol):
     """One client connection. ``make_protocol`` binds the limits and the API to a subclass."""
 
     limits: HttpLimits = HttpLimits()
-    api: Any = None  # supervisor.front.api.StoreApi
+    api: ApiHandler
     max_body: int = 2048
     sweeper: _Sweeper = _Sweeper()
 
@@ -508,7 +508,7 @@ class HttpProtocol(asyncio.Protocol):
         self._ready(cycle)
 
 
-def make_protocol(limits: HttpLimits, api: Any, max_body: int) -> type[HttpProtocol]:
+def make_protocol(limits: HttpLimits, api: ApiHandler, max_body: int) -> type[HttpProtocol]:
     """The protocol class uvicorn instantiates per connection, bound to this server's settings."""
     return type(
         "BbdHttpProtocol", (HttpProtocol,), {"limits": limits, "api": api, "max_body": max_body, "sweeper": _Sweeper()}

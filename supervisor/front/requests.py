@@ -48,6 +48,13 @@ class Responder(Protocol):
     def raw(self, req: ApiRequest, status: int, headers: list[Any], body: bytes) -> None: ...
 
 
+class ApiHandler(Protocol):
+    """What answers ``/api/v1`` requests on a listener: ``supervisor.front.api.StoreApi``, or
+    ``supervisor.front.admin.NoApi`` where the listener does not serve the API."""
+
+    def handle(self, req: ApiRequest) -> None: ...
+
+
 class ApiRequest:
     """One ``/api/v1`` request, read whole: ``body`` ≤ ``--max-store-size``, else ``too_large`` (and ``body``
     cut to the limit + 1 bytes). ``out`` takes its one answer."""
